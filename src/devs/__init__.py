@@ -1,0 +1,37 @@
+"""devs: dataset distillation with DEvS and the baselines it is compared against.
+
+    import devs
+    data = devs.load_dataset("digits")
+    result = devs.DEvS(ipc=10, random_state=0).fit(data).distilled_
+    result.save("digits.safetensors")
+    print(devs.evaluate(result, data, protocol="dc", runs=3).summary())
+"""
+
+__version__ = "0.1.0"
+
+from .data import ImageDataset, ImageSplit, list_datasets, load_dataset  # noqa: E402
+from .errors import DevsError  # noqa: E402
+from .evaluate import EvaluationResult, evaluate, evaluate_random_baseline, list_protocols  # noqa: E402
+from .io import DistilledSet, load_distilled  # noqa: E402
+from .methods import DEvS, RandomSubset, get_method, list_methods  # noqa: E402
+from .models import ConvNet, list_models  # noqa: E402
+
+__all__ = [
+    "ConvNet",
+    "DEvS",
+    "DevsError",
+    "DistilledSet",
+    "EvaluationResult",
+    "ImageDataset",
+    "ImageSplit",
+    "RandomSubset",
+    "evaluate",
+    "evaluate_random_baseline",
+    "get_method",
+    "list_datasets",
+    "list_methods",
+    "list_models",
+    "list_protocols",
+    "load_dataset",
+    "load_distilled",
+]

@@ -1,0 +1,55 @@
+"""Batched augmentation as tensor ops: random shift, horizontal flip, mixup.
+
+All functions take a whole batch and a local generator; there are no per-image Python loops.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+def random_shift(images: torch.Tensor, max_shift: int, generator: torch.Generator) -> torch.Tensor:
+    """Shift each image by an independent integer offset in [-max_shift, max_shift] on both axes.
+
+    Uncovered pixels become 0, which is the dataset mean for normalized inputs.
+    """
+    if max_shift <= 0:
+        return images
+    n, c, h, w = images.shape
+    padded = F.pad(images, (max_shift, max_shift, max_shift, max_shift))
+    offsets = torch.randint(0, 2 * max_shift + 1, (2, n), generator=generator, device=generator.device)
+    offsets = offsets.to(images.device)
+    rows = (offsets[0][:, None] + torch.arange(h, device=images.device))[:, None, :, None]
+    cols = (offsets[1][:, None] + torch.arange(w, device=images.device))[:, None, None, :]
+    batch = torch.arange(n, device=images.device)[:, None, None, None]
+    channel = torch.arange(c, device=images.device)[None, :, None, None]
+    return padded[batch, channel, rows, cols]
+
+
+def random_flip(images: torch.Tensor, generator: torch.Generator) -> torch.Tensor:
+    """Flip each image horizontally with probability 1/2."""
+    flip = torch.rand(images.shape[0], generator=generator, device=generator.device) < 0.5
+    flip = flip.to(images.device)[:, None, None, None]
+    return torch.where(flip, images.flip(-1), images)
+
+
+def mixup(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    alpha: float,
+    generator: torch.Generator,
+    rng: np.random.Generator,
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mixup (Zhang et al. 2018): convex combination of the batch with a shuffled copy of itself.
+
+    One mixing weight per batch, drawn from Beta(alpha, alpha); targets are probability vectors.
+    """
+    if alpha <= 0:
+        return images, targets
+    lam = float(rng.beta(alpha, alpha))
+    order = torch.randperm(images.shape[0], generator=generator, device=generator.device).to(images.device)
+    mixed_images = lam * images + (1.0 - lam) * images[order]
+    mixed_targets = lam * targets + (1.0 - lam) * targets[order]
+    return mixed_images, mixed_targets

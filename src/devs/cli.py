@@ -1,0 +1,268 @@
+"""The ``devs`` command line: distill, evaluate, list.
+
+Library code raises DevsError subclasses; this module alone turns them into one-line messages and
+exit codes (1 for errors, 2 for bad usage, 130 for Ctrl-C). ``--debug`` shows tracebacks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+from . import __version__
+from .data import list_datasets, load_dataset
+from .errors import DevsError
+from .evaluate import PROTOCOLS, evaluate, evaluate_random_baseline, list_protocols
+from .io import load_distilled
+from .methods import METHODS, get_method, list_methods
+from .reporting import save_grid
+from .runtime import DEVICE_CHOICES, atomic_write_text, check_writable, peak_memory_mib
+
+logger = logging.getLogger("devs")
+
+
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever sys.stderr is at the time (so redirected or captured stderr is honoured)."""
+
+    @property  # type: ignore[override]
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+class UsageError(Exception):
+    """Bad command-line usage (exit code 2)."""
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse that reports usage errors in one line instead of printing usage and exiting."""
+
+    def error(self, message: str):  # type: ignore[override]
+        raise UsageError(f"{message} (see '{self.prog} --help')")
+
+
+def _int_list(text: str) -> list[int]:
+    try:
+        return [int(part) for part in text.split(",") if part.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 100,10; got {text!r}") from None
+
+
+def _add_common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("-q", "--quiet", action="store_true", help="only print results and errors; no progress bars")
+    parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
+
+
+def _add_dataset_options(parser: argparse.ArgumentParser, default: str | None) -> None:
+    parser.add_argument(
+        "--dataset", default=default, required=default is None, metavar="NAME_OR_PATH",
+        help="a registered dataset (see 'devs list'), or a path to an ImageFolder directory, .tar/.tar.gz, or .npz"
+        + (f" (default: {default})" if default else ""),
+    )
+    parser.add_argument("--data-root", metavar="DIR", help="where a registered dataset's files are (downloads go there too)")
+    parser.add_argument("--download", action="store_true", help="download a missing registered dataset (checksums verified)")
+
+
+def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--protocol", default="dc", help=f"evaluation protocol: {', '.join(list_protocols())} (default: dc)")
+    parser.add_argument("--runs", type=int, default=3, help="fresh networks to train (default: 3)")
+    parser.add_argument("--eval-epochs", type=int, default=None, metavar="E", help="override the protocol's epochs")
+    parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
+                        help="also evaluate a random class-balanced real subset of the same size (default: on)")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="devs", description="Dataset distillation with DEvS: condense a labelled image set into a few "
+                     "synthetic images with soft labels, and evaluate them.")
+    parser.add_argument("--version", action="version", version=f"devs {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+
+    distill = commands.add_parser("distill", help="distill a dataset into a .safetensors file (then evaluate it)",
+                                  description="Distill a dataset into a devs.distilled.v1 .safetensors file, write a "
+                                  "PNG grid and the resolved config next to it, and evaluate the result.")
+    _add_dataset_options(distill, "digits")
+    distill.add_argument("--ipc", type=int, default=10, help="images per class in the result (default: 10)")
+    distill.add_argument("--method", default="devs", help=f"distillation method: {', '.join(list_methods())} (default: devs)")
+    distill.add_argument("--out", metavar="FILE.safetensors",
+                         help="output file (default: runs/<dataset>-<method>-ipc<K>-seed<S>.safetensors)")
+    distill.add_argument("--seed", type=int, default=0, help="random seed; stage i of DEvS uses seed + i (default: 0)")
+    distill.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to compute (default: auto)")
+    distill.add_argument("--resume", action="store_true", help="reuse finished DEvS stages (and trained extractors)")
+    distill.add_argument("--checkpoint-dir", metavar="DIR",
+                         help="where DEvS saves each finished stage (default: <out>.stages next to --out); runs at "
+                         "several --ipc values sharing one DIR with --resume train the first extractor once")
+    distill.add_argument("--schedule", type=_int_list, metavar="K1,K2,...",
+                         help="DEvS: images per class after each stage, e.g. 100,10 (default: one stage)")
+    distill.add_argument("--epochs", type=_int_list, metavar="E1,E2,...",
+                         help="DEvS: extractor epochs per stage (default: derived from the data size)")
+    distill.add_argument("--clustering", choices=("per-class", "global"), default=None,
+                         help="DEvS: cluster each class separately (exact images per class) or all together")
+    distill.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
+                         help="evaluate the result after distilling (default: on)")
+    _add_evaluation_options(distill)
+    _add_common(distill)
+
+    evaluate_cmd = commands.add_parser("evaluate", help="train fresh nets on a distilled file and report test accuracy",
+                                       description="Train several fresh ConvNets on a distilled set under a named "
+                                       "protocol and report test accuracy mean ± std, beside a random real subset.")
+    evaluate_cmd.add_argument("file", metavar="FILE", help="a .safetensors file written by devs")
+    _add_dataset_options(evaluate_cmd, None)
+    evaluate_cmd.add_argument("--seed", type=int, default=0, help="seed of the first net; net i uses seed + i")
+    evaluate_cmd.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to compute (default: auto)")
+    evaluate_cmd.add_argument("--json", action="store_true", help="print the results as JSON")
+    _add_evaluation_options(evaluate_cmd)
+    _add_common(evaluate_cmd)
+
+    list_cmd = commands.add_parser("list", help="list datasets, methods, models and protocols")
+    list_cmd.add_argument("--json", action="store_true", help="print as JSON")
+    return parser
+
+
+def _configure_logging(quiet: bool) -> None:
+    """Messages of devs's own loggers go to stderr; the root logger is left to the application."""
+    package_logger = logging.getLogger("devs")
+    package_logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    if not any(getattr(handler, "_devs_cli", False) for handler in package_logger.handlers):
+        handler = _StderrHandler()
+        handler.setFormatter(logging.Formatter("%(message)s"))
+        handler._devs_cli = True  # type: ignore[attr-defined]
+        package_logger.addHandler(handler)
+
+
+def _method_params(args: argparse.Namespace) -> dict[str, Any]:
+    METHODS.get(args.method)  # an unknown name fails first, with the list of valid ones
+    params: dict[str, Any] = {"ipc": args.ipc, "random_state": args.seed}
+    devs_only = {"schedule": args.schedule, "clustering": args.clustering}
+    if args.epochs is not None:
+        devs_only["epochs"] = args.epochs[0] if len(args.epochs) == 1 else args.epochs
+    if args.method == "devs":
+        params.update({key: value for key, value in devs_only.items() if value is not None})
+        params.update(device=args.device, resume=args.resume, progress=not args.quiet)
+    else:
+        given = [f"--{key}" for key, value in devs_only.items() if value is not None]
+        if given or args.resume:
+            raise UsageError(f"{', '.join(given + (['--resume'] if args.resume else []))} only apply to --method devs")
+    return params
+
+
+def _run_evaluation(args: argparse.Namespace, distilled, dataset) -> list[dict[str, Any]]:
+    PROTOCOLS.get(args.protocol)
+    common = dict(protocol=args.protocol, runs=args.runs, seed=args.seed, device=args.device,
+                  epochs=args.eval_epochs, progress=not args.quiet)
+    results = [evaluate(distilled, dataset, **common)]
+    if args.baseline:
+        results.append(evaluate_random_baseline(dataset, len(distilled), **common))
+    return [result.to_dict() for result in results]
+
+
+def _print_evaluation(results: list[dict[str, Any]], description: str) -> None:
+    print(f"protocol {results[0]['protocol']}: {description}")
+    for result in results:
+        runs = len(result["accuracies"])
+        print(f"  {result['label']:<12} {result['size']:>6} images  test accuracy {result['mean']:6.2f} ± {result['std']:.2f} %"
+              f"  ({runs} nets, {sum(result['seconds']):.0f} s)")
+
+
+def _cmd_distill(args: argparse.Namespace) -> int:
+    method = get_method(args.method, **_method_params(args))
+    if args.evaluate:
+        PROTOCOLS.get(args.protocol)
+    stem = f"{Path(args.dataset).name.split('.')[0]}-{args.method}-ipc{args.ipc}-seed{args.seed}"
+    out = check_writable(Path(args.out) if args.out else Path("runs") / f"{stem}.safetensors")
+    if out.suffix != ".safetensors":
+        raise UsageError(f"--out must end in .safetensors; got {out}")
+    if args.method == "devs":
+        method.checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_suffix(".stages")
+    dataset = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    logger.info("Distilling %s (%d training images, %d classes) with %s at %d images per class",
+                dataset.name, len(dataset.train), dataset.num_classes, args.method, args.ipc)
+    start = time.perf_counter()
+    distilled = method.fit(dataset).distilled_
+    seconds = time.perf_counter() - start
+    distilled.config["wall_time_s"] = round(seconds, 2)
+    distilled.config["peak_memory_mib"] = round(peak_memory_mib(), 1)
+    distilled.save(out)
+    grid = save_grid(distilled, out.with_suffix(".png"))
+    record: dict[str, Any] = {"file": str(out), "grid": str(grid), "dataset": dataset.name, "method": args.method,
+                              "seed": args.seed, "size": len(distilled), "wall_time_s": round(seconds, 2),
+                              "peak_memory_mib": round(peak_memory_mib(), 1), "config": distilled.config,
+                              "command": sys.argv}
+    print(f"wrote {out} ({len(distilled)} images, {seconds:.1f} s, peak memory {peak_memory_mib():.0f} MiB)")
+    print(f"wrote {grid}")
+    if args.evaluate:
+        record["evaluation"] = _run_evaluation(args, distilled, dataset)
+        _print_evaluation(record["evaluation"], PROTOCOLS.get(args.protocol).description)
+    config_path = out.with_suffix(".json")
+    atomic_write_text(config_path, json.dumps(record, indent=2, default=str) + "\n")
+    print(f"wrote {config_path}")
+    return 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    PROTOCOLS.get(args.protocol)
+    distilled = load_distilled(args.file)
+    dataset = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    results = _run_evaluation(args, distilled, dataset)
+    if args.json:
+        print(json.dumps({"file": args.file, "dataset": dataset.name, "results": results}, indent=2))
+    else:
+        _print_evaluation(results, PROTOCOLS.get(args.protocol).description)
+    return 0
+
+
+def _cmd_list(args: argparse.Namespace) -> int:
+    from .models import list_models
+
+    listing = {"datasets": list_datasets(), "methods": list_methods(), "models": list_models(),
+               "protocols": {name: PROTOCOLS.get(name).description for name in list_protocols()}}
+    if args.json:
+        print(json.dumps(listing, indent=2))
+        return 0
+    print("datasets:  " + ", ".join(listing["datasets"]) + "  (or a path: ImageFolder dir, .tar/.tar.gz, .npz)")
+    print("methods:   " + ", ".join(listing["methods"]))
+    print("models:    " + ", ".join(listing["models"]))
+    print("protocols:")
+    for name, description in listing["protocols"].items():
+        print(f"  {name:<6} {description}")
+    return 0
+
+
+COMMANDS = {"distill": _cmd_distill, "evaluate": _cmd_evaluate, "list": _cmd_list}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    debug = "--debug" in argv
+    try:
+        args = build_parser().parse_args(argv)
+        if args.command is None:
+            build_parser().print_help()
+            return 2
+        _configure_logging(getattr(args, "quiet", False))
+        return COMMANDS[args.command](args)
+    except UsageError as error:
+        if debug:
+            raise
+        print(f"devs: error: {error}", file=sys.stderr)
+        return 2
+    except DevsError as error:
+        if debug:
+            raise
+        print(f"devs: error: {error}", file=sys.stderr)
+        return 1
+    except KeyboardInterrupt:
+        print("devs: interrupted; finished DEvS stages are kept, rerun with --resume to continue", file=sys.stderr)
+        return 130
+    except MemoryError:
+        if debug:
+            raise
+        print("devs: error: out of memory; use a smaller dataset or --device cuda", file=sys.stderr)
+        return 1

@@ -1,0 +1,106 @@
+"""Clustering of feature vectors and per-cluster means (the DEvS "crossover").
+
+k-means comes from scikit-learn's MiniBatchKMeans (the paper's choice) or, optionally, faiss.
+"""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import torch
+
+from .errors import InvalidParameterError
+from .registry import Registry
+
+logger = logging.getLogger(__name__)
+
+KMEANS_BACKENDS: Registry = Registry("k-means backend")
+
+
+@KMEANS_BACKENDS.register("sklearn")
+def _sklearn_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_iter: int, tol: float) -> np.ndarray:
+    from sklearn.cluster import MiniBatchKMeans
+
+    model = MiniBatchKMeans(
+        n_clusters=k,
+        init="k-means++",
+        max_iter=max_iter,
+        tol=tol,
+        batch_size=batch_size,
+        n_init=1,
+        random_state=seed,
+    )
+    return model.fit_predict(features)
+
+
+@KMEANS_BACKENDS.register("faiss")
+def _faiss_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_iter: int, tol: float) -> np.ndarray:
+    try:
+        import faiss
+    except ImportError:
+        raise InvalidParameterError(
+            "The faiss k-means backend needs the faiss package: pip install faiss-cpu (or faiss-gpu)."
+        ) from None
+    # faiss subsamples to max_points_per_centroid * k points and fixes seed=1234 unless told otherwise.
+    kmeans = faiss.Kmeans(
+        features.shape[1], k, niter=min(max_iter, 50), seed=seed, max_points_per_centroid=len(features), verbose=False
+    )
+    kmeans.train(features)
+    _, assignments = kmeans.index.search(features, 1)
+    return assignments[:, 0].astype(np.int64)
+
+
+def _fill_empty_clusters(features: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarray:
+    """Give every empty cluster one point, taken from the largest cluster, so exactly k clusters come out.
+
+    The point moved is the one farthest from its cluster's centroid: the worst-represented member.
+    """
+    assignments = assignments.copy()
+    counts = np.bincount(assignments, minlength=k)
+    for empty in np.flatnonzero(counts == 0):
+        largest = int(np.argmax(counts))
+        members = np.flatnonzero(assignments == largest)
+        centroid = features[members].mean(axis=0)
+        farthest = members[np.argmax(((features[members] - centroid) ** 2).sum(axis=1))]
+        assignments[farthest] = empty
+        counts[largest] -= 1
+        counts[empty] += 1
+    return assignments
+
+
+def kmeans_assign(
+    features: np.ndarray | torch.Tensor,
+    k: int,
+    seed: int,
+    backend: str = "sklearn",
+    batch_size: int = 1028,
+    max_iter: int = 200,
+    tol: float = 1e-4,
+) -> np.ndarray:
+    """Cluster ``features`` [N, D] into exactly ``k`` non-empty clusters; returns int64 labels [N]."""
+    features = np.ascontiguousarray(torch.as_tensor(features).float().cpu().numpy())
+    n = len(features)
+    if not 1 <= k <= n:
+        raise InvalidParameterError(f"Cannot make {k} clusters from {n} samples; k must be in [1, {n}].")
+    if k == n:
+        return np.arange(n, dtype=np.int64)
+    assignments = KMEANS_BACKENDS.get(backend)(features, k, seed, batch_size, max_iter, tol)
+    return _fill_empty_clusters(features, np.asarray(assignments, dtype=np.int64), k)
+
+
+def cluster_means(
+    images: torch.Tensor, targets: torch.Tensor, assignments: np.ndarray | torch.Tensor, k: int
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean image and mean label row of each of the ``k`` clusters (every cluster must be non-empty)."""
+    index = torch.as_tensor(assignments, dtype=torch.long, device=images.device)
+    counts = torch.bincount(index, minlength=k).to(images.dtype)
+    if bool((counts == 0).any()):
+        raise InvalidParameterError("cluster_means got an empty cluster; assignments must cover all k clusters.")
+    summed_images = torch.zeros((k, *images.shape[1:]), dtype=images.dtype, device=images.device)
+    summed_images.index_add_(0, index, images)
+    summed_targets = torch.zeros((k, targets.shape[1]), dtype=targets.dtype, device=targets.device)
+    summed_targets.index_add_(0, index.to(targets.device), targets)
+    mean_images = summed_images / counts.view(-1, *([1] * (images.dim() - 1)))
+    mean_targets = summed_targets / counts.to(targets.device)[:, None]
+    return mean_images, mean_targets

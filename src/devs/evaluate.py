@@ -1,0 +1,198 @@
+"""Evaluation protocols: train fresh networks on a distilled set, report test accuracy mean ± std.
+
+Accuracy is always taken at the end of training (never the best epoch by test accuracy), and each
+report carries a same-protocol random real subset of the same size beside it.
+"""
+
+from __future__ import annotations
+
+import logging
+import statistics
+import time
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from .data import ImageDataset
+from .errors import DevsError, InvalidParameterError
+from .io import DistilledSet
+from .methods.base import check_number
+from .methods.coresets import balanced_counts, random_subset_indices
+from .models import build_model
+from .registry import Registry
+from .runtime import resolve_device, isolated_rng
+from .train import Normalizer, TrainRecipe, accuracy, train_classifier
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class Protocol:
+    """How the networks that judge a distilled set are trained."""
+
+    name: str
+    description: str
+    recipe: TrainRecipe
+    dropout: float = 0.0
+    model: str = "convnet"
+
+
+PROTOCOLS: Registry[Protocol] = Registry("protocol")
+
+
+def register_protocol(protocol: Protocol) -> Protocol:
+    return PROTOCOLS.register(protocol.name)(protocol)
+
+
+register_protocol(Protocol(
+    name="dc",
+    description="DC (Zhao et al. 2021): SGD lr 0.01, momentum 0.9, wd 5e-4, batch 256, 300 epochs, "
+    "lr x0.1 at epoch 150, no augmentation",
+    recipe=TrainRecipe(epochs=300),
+))
+register_protocol(Protocol(
+    name="devs",
+    description="DEvS paper recipe: the DC optimizer and schedule (300 epochs) plus shift 5 px, "
+    "horizontal flip, mixup alpha 0.4 and dropout 0.2 before the classifier",
+    recipe=TrainRecipe(epochs=300, max_shift=5, flip=True, mixup_alpha=0.4),
+    dropout=0.2,
+))
+
+
+def list_protocols(pattern: str = "*") -> list[str]:
+    return PROTOCOLS.names(pattern)
+
+
+@dataclass
+class EvaluationResult:
+    """Test accuracies (in %) of ``runs`` fresh networks trained on one set under one protocol."""
+
+    label: str
+    protocol: str
+    size: int
+    accuracies: list[float] = field(default_factory=list)
+    seeds: list[int] = field(default_factory=list)
+    seconds: list[float] = field(default_factory=list)
+
+    @property
+    def mean(self) -> float:
+        return statistics.fmean(self.accuracies)
+
+    @property
+    def std(self) -> float:
+        # Population std (numpy's default), as DC's tables report it.
+        return statistics.pstdev(self.accuracies) if len(self.accuracies) > 1 else 0.0
+
+    def summary(self) -> str:
+        return f"{self.mean:.2f} ± {self.std:.2f} % ({len(self.accuracies)} nets)"
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**asdict(self), "mean": self.mean, "std": self.std}
+
+
+def check_compatible(distilled: DistilledSet, dataset: ImageDataset) -> None:
+    """The distilled set must describe the same classes and image shape as the evaluation dataset."""
+    if distilled.num_classes != dataset.num_classes:
+        raise DevsError(
+            f"The distilled set has {distilled.num_classes} classes but dataset {dataset.name!r} has "
+            f"{dataset.num_classes}; evaluate it on the dataset it was distilled from."
+        )
+    if tuple(distilled.image_shape) != tuple(dataset.image_shape):
+        raise DevsError(
+            f"The distilled images are {tuple(distilled.image_shape)} but dataset {dataset.name!r} has "
+            f"{tuple(dataset.image_shape)} images; evaluate it on the dataset it was distilled from."
+        )
+    if list(distilled.classes) != list(dataset.classes):
+        logger.warning("Class names differ (%s vs %s); evaluating by class index.", distilled.classes, dataset.classes)
+
+
+def _train_and_test(
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    dataset: ImageDataset,
+    protocol: Protocol,
+    recipe: TrainRecipe,
+    normalizer: Normalizer,
+    seed: int,
+    device: torch.device,
+) -> float:
+    with isolated_rng(seed):
+        net = build_model(
+            protocol.model,
+            in_channels=dataset.image_shape[0],
+            num_classes=dataset.num_classes,
+            image_size=tuple(dataset.image_shape[1:]),
+            dropout=protocol.dropout,
+        )
+    train_classifier(net, images, targets, recipe, normalizer, seed, device)
+    return 100.0 * accuracy(net, dataset.test.images, dataset.test.labels, normalizer, device)
+
+
+def _resolve(protocol: str, runs: int, epochs: int | None) -> tuple[Protocol, TrainRecipe]:
+    spec = PROTOCOLS.get(protocol)
+    check_number("evaluate", "runs", runs, integer=True, low=1)
+    recipe = spec.recipe
+    if epochs is not None:
+        check_number("evaluate", "epochs", epochs, integer=True, low=1)
+        recipe = recipe.replace(epochs=epochs)
+    return spec, recipe
+
+
+def evaluate(
+    distilled: DistilledSet,
+    dataset: ImageDataset,
+    protocol: str = "dc",
+    runs: int = 3,
+    seed: int = 0,
+    device: str = "auto",
+    epochs: int | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """Train ``runs`` fresh networks (seeds ``seed + i``) on ``distilled``; test on ``dataset.test``."""
+    spec, recipe = _resolve(protocol, runs, epochs)
+    check_compatible(distilled, dataset)
+    torch_device = resolve_device(device)
+    normalizer = Normalizer(distilled.mean, distilled.std, torch_device)
+    result = EvaluationResult(label=distilled.method or "distilled", protocol=protocol, size=len(distilled))
+    for run in tqdm(range(runs), desc=f"evaluate {result.label} ({protocol})", disable=None if progress else True, leave=False):
+        start = time.perf_counter()
+        acc = _train_and_test(distilled.images, distilled.labels, dataset, spec, recipe, normalizer, seed + run, torch_device)
+        result.accuracies.append(acc)
+        result.seeds.append(seed + run)
+        result.seconds.append(time.perf_counter() - start)
+        logger.info("%s net %d/%d: %.2f%%", result.label, run + 1, runs, acc)
+    return result
+
+
+def evaluate_random_baseline(
+    dataset: ImageDataset,
+    size: int,
+    protocol: str = "dc",
+    runs: int = 3,
+    seed: int = 0,
+    device: str = "auto",
+    epochs: int | None = None,
+    progress: bool = True,
+) -> EvaluationResult:
+    """The same protocol on class-balanced random real subsets of ``size`` images (a new subset per net)."""
+    spec, recipe = _resolve(protocol, runs, epochs)
+    counts = balanced_counts(size, dataset.num_classes)
+    available = torch.bincount(dataset.train.labels, minlength=dataset.num_classes).tolist()
+    if any(count > have for count, have in zip(counts, available)):
+        raise InvalidParameterError(f"A random subset of {size} images needs more images per class than {dataset.name!r} has.")
+    torch_device = resolve_device(device)
+    mean, std = dataset.channel_stats()
+    normalizer = Normalizer(mean, std, torch_device)
+    one_hot = torch.nn.functional.one_hot(dataset.train.labels, dataset.num_classes).float()
+    result = EvaluationResult(label="random", protocol=protocol, size=size)
+    for run in tqdm(range(runs), desc=f"evaluate random ({protocol})", disable=None if progress else True, leave=False):
+        start = time.perf_counter()
+        index = random_subset_indices(dataset.train.labels, counts, seed + run)
+        acc = _train_and_test(dataset.train.images[index], one_hot[index], dataset, spec, recipe, normalizer, seed + run, torch_device)
+        result.accuracies.append(acc)
+        result.seeds.append(seed + run)
+        result.seconds.append(time.perf_counter() - start)
+        logger.info("random net %d/%d: %.2f%%", run + 1, runs, acc)
+    return result

@@ -1,0 +1,342 @@
+"""DEvS (Shvai et al., GECCO 2022 Companion): distillation by repeated clustering and averaging.
+
+Each stage trains a ConvNet on the current set with shift/flip ("mutation"), mixup ("crossover") and
+dropout, extracts trunk features, clusters them with mini-batch k-means, and replaces each cluster by
+the mean of its images and of its label rows. No gradient ever flows into the images.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+
+from ..cluster import KMEANS_BACKENDS, cluster_means, kmeans_assign
+from ..errors import DistilledFileError, InvalidParameterError, OutputError
+from ..io import DistilledSet, load_distilled
+from ..models import build_model
+from ..runtime import atomic_path, isolated_rng, resolve_device
+from ..train import Normalizer, TrainRecipe, extract_features, train_classifier
+from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
+
+logger = logging.getLogger(__name__)
+
+CLUSTERINGS = ("per-class", "global")
+# Parameters that do not change the result, so they stay out of the stage checkpoint key.
+_NOT_IN_KEY = {"device", "checkpoint_dir", "resume", "progress"}
+# Parameters that shape a stage's trained extractor. The target sizes are not among them, so runs
+# at several ipc values from one checkpoint_dir (with resume) train the first-stage extractor once.
+_EXTRACTOR_PARAMS = ("model", "width", "depth", "norm", "dropout", "bottleneck", "max_shift", "flip",
+                     "mixup_alpha", "lr", "batch_size")
+
+
+@register_method("devs")
+class DEvS(DistillationMethod):
+    """Distill a labelled image set to ``ipc`` images per class with soft labels.
+
+    Parameters
+    ----------
+    ipc: images per class in the result (``ipc * num_classes`` images in all).
+    schedule: images per class after each stage, decreasing and ending at ``ipc``
+        (``ipc`` is appended if missing). ``None``: one stage straight to ``ipc``.
+    clustering: ``"per-class"`` clusters each class separately (exactly ``ipc`` per class, labels
+        stay one-hot); ``"global"`` clusters all images together, as in the paper (soft labels,
+        class counts only approximately ``ipc``).
+    epochs: epochs of extractor training per stage (an int, or one per stage). ``None`` derives
+        them from ``steps_per_stage`` optimizer steps, at least 2 epochs and at most 300.
+    model, width, depth, norm, dropout, bottleneck: the feature extractor (ConvNet-3 by default,
+        dropout 0.2 before the classifier as in the paper, optional bottleneck dense layer).
+    max_shift, flip, mixup_alpha, lr, batch_size: the training recipe (paper: 5 px, flip, 0.4).
+    kmeans, kmeans_batch_size, kmeans_max_iter, kmeans_tol: mini-batch k-means as in the paper.
+    device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed (stage i uses seed + i).
+    checkpoint_dir: where each finished stage is saved; with ``resume=True`` a stage whose file
+        matches this configuration is loaded instead of recomputed.
+    """
+
+    name = "devs"
+
+    def __init__(
+        self,
+        ipc: int = 10,
+        *,
+        schedule: Sequence[int] | None = None,
+        clustering: str = "per-class",
+        epochs: int | Sequence[int] | None = None,
+        steps_per_stage: int = 400,
+        model: str = "convnet",
+        width: int = 128,
+        depth: int = 3,
+        norm: str = "instance",
+        dropout: float = 0.2,
+        bottleneck: int | None = None,
+        max_shift: int = 5,
+        flip: bool = True,
+        mixup_alpha: float = 0.4,
+        lr: float = 0.01,
+        batch_size: int = 256,
+        kmeans: str = "sklearn",
+        kmeans_batch_size: int = 1028,
+        kmeans_max_iter: int = 200,
+        kmeans_tol: float = 1e-4,
+        device: str = "auto",
+        random_state: int = 0,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
+        progress: bool = True,
+    ) -> None:
+        self.ipc = ipc
+        self.schedule = schedule
+        self.clustering = clustering
+        self.epochs = epochs
+        self.steps_per_stage = steps_per_stage
+        self.model = model
+        self.width = width
+        self.depth = depth
+        self.norm = norm
+        self.dropout = dropout
+        self.bottleneck = bottleneck
+        self.max_shift = max_shift
+        self.flip = flip
+        self.mixup_alpha = mixup_alpha
+        self.lr = lr
+        self.batch_size = batch_size
+        self.kmeans = kmeans
+        self.kmeans_batch_size = kmeans_batch_size
+        self.kmeans_max_iter = kmeans_max_iter
+        self.kmeans_tol = kmeans_tol
+        self.device = device
+        self.random_state = random_state
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
+        self.progress = progress
+
+    # ----------------------------------------------------------------------------- validation
+    def _resolve_schedule(self, data: TrainingData) -> list[int]:
+        check_ipc("DEvS", self.ipc, data)
+        schedule = list(self.schedule) if self.schedule is not None else []
+        for value in schedule:
+            check_number("DEvS", "schedule", value, integer=True, low=1)
+        if not schedule or schedule[-1] != self.ipc:
+            schedule.append(self.ipc)
+        available = int(torch.bincount(data.labels, minlength=data.num_classes).min())
+        if self.clustering == "global":
+            available = len(data.labels) // data.num_classes
+        decreasing = all(later < earlier for earlier, later in zip(schedule, schedule[1:]))
+        if not decreasing or schedule[0] > available:
+            raise InvalidParameterError(
+                f"The 'schedule' of DEvS must strictly decrease, start at most at {available} images per class "
+                f"and end at ipc={self.ipc}. Got {schedule} instead."
+            )
+        return schedule
+
+    def _resolve_epochs(self, data: TrainingData, schedule: list[int]) -> list[int]:
+        if self.epochs is None:
+            check_number("DEvS", "steps_per_stage", self.steps_per_stage, integer=True, low=1)
+            sizes = [len(data.labels)] + [ipc * data.num_classes for ipc in schedule[:-1]]
+            return [min(300, max(2, round(self.steps_per_stage * self.batch_size / size))) for size in sizes]
+        epochs = [self.epochs] * len(schedule) if isinstance(self.epochs, int) else list(self.epochs)
+        if len(epochs) != len(schedule):
+            raise InvalidParameterError(
+                f"The 'epochs' parameter of DEvS needs one value per stage ({len(schedule)}); got {len(epochs)}."
+            )
+        for value in epochs:
+            check_number("DEvS", "epochs", value, integer=True, low=1)
+        return epochs
+
+    def _validate(self) -> None:
+        if self.clustering not in CLUSTERINGS:
+            raise InvalidParameterError(
+                f"The 'clustering' parameter of DEvS must be one of {', '.join(CLUSTERINGS)}. Got {self.clustering!r} instead."
+            )
+        KMEANS_BACKENDS.get(self.kmeans)
+        check_number("DEvS", "random_state", self.random_state, integer=True, low=0)
+        check_number("DEvS", "dropout", self.dropout, integer=False, low=0.0, high=0.99)
+        check_number("DEvS", "mixup_alpha", self.mixup_alpha, integer=False, low=0.0)
+        check_number("DEvS", "max_shift", self.max_shift, integer=True, low=0)
+        check_number("DEvS", "batch_size", self.batch_size, integer=True, low=1)
+        if self.resume and self.checkpoint_dir is None:
+            raise InvalidParameterError("resume=True needs a checkpoint_dir to resume from.")
+
+    # ----------------------------------------------------------------------------- the algorithm
+    def fit(self, data: Any) -> "DEvS":
+        """Run every stage of the schedule on ``data`` and leave the result in ``distilled_``."""
+        self._validate()
+        data = as_training_data(data)
+        schedule = self._resolve_schedule(data)
+        epochs = self._resolve_epochs(data, schedule)
+        device = resolve_device(self.device)
+        normalizer = Normalizer(data.mean, data.std, device)
+        input_key = _fingerprint(data)  # identifies the current stage's input set
+        images, targets = data.images, data.one_hot()
+        self.stages_: list[dict[str, Any]] = []
+        # assignments_[i][j]: the output index of stage i's input j (None for a resumed stage).
+        self.assignments_: list[torch.Tensor | None] = []
+        for stage, (stage_ipc, stage_epochs) in enumerate(zip(schedule, epochs)):
+            seed = self.random_state + stage
+            key = self._stage_key(input_key, stage_ipc, stage_epochs, seed)
+            path = self._checkpoint_path(f"stage{stage + 1}-ipc{stage_ipc}-{key}.safetensors")
+            extractor_path = self._checkpoint_path(
+                f"extractor{stage + 1}-{self._extractor_key(input_key, stage_epochs, seed)}.safetensors"
+            )
+            input_key = key
+            if self.resume and path is not None and path.exists():
+                try:
+                    stage_set = load_distilled(path)
+                    if stage_set.config.get("stage_key") == key:
+                        images, targets = stage_set.images, stage_set.labels
+                        self.stages_.append({**stage_set.config["stage"], "resumed": True})
+                        self.assignments_.append(None)
+                        logger.info("Stage %d: resumed from %s", stage + 1, path)
+                        continue
+                except DistilledFileError as error:
+                    logger.warning("Stage %d: ignoring unreadable checkpoint %s (%s)", stage + 1, path, error)
+            images, targets, assignments, record = self._run_stage(
+                data, images, targets, stage, stage_ipc, stage_epochs, seed, normalizer, device, extractor_path
+            )
+            self.stages_.append(record)
+            self.assignments_.append(assignments)
+            if path is not None:
+                stage_set = self._result(data, images, targets, seed)
+                stage_set.config.update({"stage_key": key, "stage": record})
+                stage_set.save(path)
+        order = torch.argsort(targets.argmax(1), stable=True)
+        if self.assignments_[-1] is not None:  # follow the final reordering by class
+            self.assignments_[-1] = torch.argsort(order)[self.assignments_[-1]]
+        self.distilled_ = self._result(data, images[order], targets[order], self.random_state)
+        self.distilled_.config["stages"] = self.stages_
+        self.distilled_.config["resolved_schedule"] = schedule
+        self.distilled_.config["resolved_epochs"] = epochs
+        return self
+
+    def _run_stage(
+        self,
+        data: TrainingData,
+        images: torch.Tensor,
+        targets: torch.Tensor,
+        stage: int,
+        stage_ipc: int,
+        epochs: int,
+        seed: int,
+        normalizer: Normalizer,
+        device: torch.device,
+        extractor_path: Path | None,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+        timings: dict[str, float] = {}
+        start = time.perf_counter()
+        with isolated_rng(seed):
+            net = build_model(
+                self.model,
+                in_channels=images.shape[1],
+                num_classes=data.num_classes,
+                image_size=tuple(images.shape[2:]),
+                width=self.width,
+                depth=self.depth,
+                norm=self.norm,
+                dropout=self.dropout,
+                bottleneck=self.bottleneck,
+            )
+        recipe = TrainRecipe(
+            epochs=epochs,
+            batch_size=self.batch_size,
+            lr=self.lr,
+            max_shift=self.max_shift,
+            flip=self.flip,
+            mixup_alpha=self.mixup_alpha,
+        )
+        if self.resume and extractor_path is not None and extractor_path.exists():
+            net.load_state_dict(load_file(str(extractor_path)))
+            net.to(device).eval()
+            logger.info("Stage %d: reusing the trained extractor %s", stage + 1, extractor_path)
+        else:
+            label = f"stage {stage + 1}: train on {len(images)}" if self.progress else None
+            train_classifier(net, images, targets, recipe, normalizer, seed, device, progress=label)
+            if extractor_path is not None:
+                with atomic_path(extractor_path) as temp_path:
+                    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(temp_path))
+        timings["train_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        features = extract_features(net, images, normalizer, device).numpy()
+        timings["features_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        groups = self._cluster(features, targets, stage_ipc, data.num_classes, seed)
+        timings["cluster_s"] = time.perf_counter() - start
+
+        start = time.perf_counter()
+        new_images, new_targets = [], []
+        output_index = torch.empty(len(images), dtype=torch.long)
+        for members, assignments, k in groups:
+            group_images, group_targets = cluster_means(images[members], targets[members], assignments, k)
+            output_index[members] = torch.as_tensor(assignments, dtype=torch.long) + sum(len(x) for x in new_images)
+            new_images.append(group_images)
+            new_targets.append(group_targets)
+        images, targets = torch.cat(new_images), torch.cat(new_targets)
+        targets = targets / targets.sum(1, keepdim=True)  # guard against rounding drift
+        timings["average_s"] = time.perf_counter() - start
+
+        record = {"stage": stage + 1, "input_size": len(features), "output_size": len(images), "epochs": epochs,
+                  **{name: round(value, 3) for name, value in timings.items()}}
+        logger.info("Stage %d: %d -> %d images (%s)", stage + 1, len(features), len(images),
+                    ", ".join(f"{name} {value:.1f}s" for name, value in timings.items()))
+        return images, targets, output_index, record
+
+    def _cluster(self, features: np.ndarray, targets: torch.Tensor, ipc: int, num_classes: int, seed: int):
+        """Yield (member indices, cluster assignments, k) for each group that is clustered on its own."""
+        kmeans = dict(backend=self.kmeans, batch_size=self.kmeans_batch_size, max_iter=self.kmeans_max_iter, tol=self.kmeans_tol)
+        if self.clustering == "global":
+            everyone = torch.arange(len(features))
+            k = ipc * num_classes
+            return [(everyone, kmeans_assign(features, k, seed, **kmeans), k)]
+        groups = []
+        hard = targets.argmax(1)
+        for cls in range(num_classes):
+            members = torch.nonzero(hard == cls).flatten()
+            if len(members) < ipc:
+                raise InvalidParameterError(
+                    f"Class {cls} has {len(members)} images at this stage, fewer than the {ipc} asked for; "
+                    "use a gentler schedule or clustering='per-class' from the start."
+                )
+            groups.append((members, kmeans_assign(features[members.numpy()], ipc, seed + 1000 * cls, **kmeans), ipc))
+        return groups
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _stage_key(self, input_key: str, ipc: int, epochs: int, seed: int) -> str:
+        """Everything that determines a stage's output: its input set, the settings, its size and seed."""
+        params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}
+        params.update(schedule=None, epochs=epochs, stage_ipc=ipc, stage_seed=seed)
+        return _hash({"input": input_key, "params": params})
+
+    def _extractor_key(self, input_key: str, epochs: int, seed: int) -> str:
+        params = {name: getattr(self, name) for name in _EXTRACTOR_PARAMS}
+        return _hash({"input": input_key, "params": params, "epochs": epochs, "seed": seed})
+
+    def _checkpoint_path(self, name: str) -> Path | None:
+        if self.checkpoint_dir is None:
+            return None
+        directory = Path(self.checkpoint_dir)
+        try:
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"Cannot create the stage directory {directory}: {error.strerror}; choose a writable path.") from None
+        return directory / name
+
+
+def _hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+def _fingerprint(data: TrainingData) -> str:
+    """A content hash of the training data, so a checkpoint never resumes a run on other data."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(data.images.numpy().tobytes())
+    digest.update(data.labels.numpy().tobytes())
+    digest.update(json.dumps(list(data.classes)).encode())
+    return digest.hexdigest()
+

@@ -1,0 +1,110 @@
+"""Process-level helpers: devices, seeds, atomic writes, peak memory."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import resource
+import sys
+import tempfile
+from pathlib import Path
+from typing import Iterator
+
+import torch
+
+from .errors import InvalidParameterError, OutputError
+
+DEVICE_CHOICES = ("auto", "cpu", "cuda", "mps")
+
+
+def resolve_device(device: str | torch.device = "auto") -> torch.device:
+    """'auto' picks cuda, then mps, then cpu; an explicit device must be available."""
+    if isinstance(device, torch.device):
+        return device
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    kind = device.split(":")[0]
+    if kind not in DEVICE_CHOICES:
+        raise InvalidParameterError(
+            f"Unknown device {device!r}. Valid: {', '.join(DEVICE_CHOICES)} (optionally cuda:N)."
+        )
+    if kind == "cuda" and not torch.cuda.is_available():
+        raise InvalidParameterError("--device cuda was asked for but CUDA is not available; use --device cpu or auto.")
+    if kind == "mps" and not (getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()):
+        raise InvalidParameterError("--device mps was asked for but MPS is not available; use --device cpu or auto.")
+    return torch.device(device)
+
+
+def make_generator(seed: int, device: torch.device | str = "cpu") -> torch.Generator:
+    """A local torch generator; devs never seeds or draws from the global RNG."""
+    generator = torch.Generator(device=device)
+    generator.manual_seed(int(seed))
+    return generator
+
+
+@contextlib.contextmanager
+def isolated_rng(seed: int, device: torch.device | None = None) -> Iterator[None]:
+    """Run code that draws from torch's global RNG under a fixed seed, without leaking into the caller.
+
+    torch.nn layers draw initial weights and dropout masks from the global generator; fork_rng
+    restores its state afterwards, so building and training a net is reproducible and side-effect free.
+    """
+    cuda_devices = [device] if device is not None and device.type == "cuda" else []
+    with torch.random.fork_rng(devices=cuda_devices):
+        torch.manual_seed(int(seed))
+        yield
+
+
+def check_writable(path: str | Path) -> Path:
+    """Fail early, before any long computation, if ``path`` cannot be written."""
+    path = Path(path)
+    parent = path.parent if str(path.parent) else Path(".")
+    if path.exists() and path.is_dir():
+        raise OutputError(f"Output path {path} is a directory; give a file name such as {path / 'distilled.safetensors'}.")
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(f"Output directory {parent} is a file, not a directory; choose a writable --out path.")
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise OutputError(f"Cannot create output directory {parent}: {error.strerror}; choose a writable --out path.") from None
+    if not os.access(parent, os.W_OK):
+        raise OutputError(f"Output directory {parent} is not writable; choose a writable --out path.")
+    return path
+
+
+@contextlib.contextmanager
+def atomic_path(path: str | Path) -> Iterator[Path]:
+    """Yield a temporary path next to ``path``; on success rename it into place.
+
+    A crash or an exception leaves the destination untouched and removes the temporary file,
+    so readers see either the old file or the complete new one, never a half-written file.
+    """
+    path = Path(path)
+    try:
+        descriptor, temp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    except OSError as error:
+        raise OutputError(f"Cannot write to {path.parent}: {error.strerror}; choose a writable output path.") from None
+    os.close(descriptor)
+    temp_path = Path(temp_name)
+    try:
+        yield temp_path
+        os.replace(temp_path, path)
+    finally:
+        if temp_path.exists():
+            temp_path.unlink()
+
+
+def atomic_write_text(path: str | Path, text: str) -> None:
+    with atomic_path(path) as temp_path:
+        temp_path.write_text(text, encoding="utf-8")
+
+
+def peak_memory_mib() -> float:
+    """Peak resident memory of this process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024

@@ -1,0 +1,68 @@
+import numpy as np
+import pytest
+import torch
+
+from devs.augment import mixup, random_flip, random_shift
+from devs.cluster import _fill_empty_clusters, cluster_means, kmeans_assign
+from devs.errors import InvalidParameterError
+
+
+def test_kmeans_gives_exactly_k_nonempty_clusters_and_is_seeded():
+    rng = np.random.default_rng(0)
+    features = np.concatenate([rng.normal(c, 0.1, size=(30, 5)) for c in range(4)]).astype(np.float32)
+    labels = kmeans_assign(features, 4, seed=0)
+    assert labels.shape == (120,) and sorted(np.unique(labels)) == [0, 1, 2, 3]
+    # well separated blobs: every blob lands in one cluster
+    assert all(len(np.unique(labels[i * 30 : (i + 1) * 30])) == 1 for i in range(4))
+    assert np.array_equal(labels, kmeans_assign(features, 4, seed=0))
+    assert np.array_equal(kmeans_assign(features, 120, seed=0), np.arange(120))
+    with pytest.raises(InvalidParameterError, match="Cannot make 121 clusters"):
+        kmeans_assign(features, 121, seed=0)
+
+
+def test_fill_empty_clusters_moves_the_farthest_point():
+    features = np.array([[0.0], [0.1], [0.2], [5.0]], dtype=np.float32)
+    filled = _fill_empty_clusters(features, np.zeros(4, dtype=np.int64), 2)
+    assert filled.tolist() == [0, 0, 0, 1]
+
+
+def test_cluster_means_are_means():
+    images = torch.arange(24, dtype=torch.float32).reshape(4, 1, 2, 3)
+    targets = torch.eye(2)[[0, 0, 1, 1]]
+    means, labels = cluster_means(images, targets, np.array([1, 0, 1, 0]), 2)
+    assert torch.allclose(means[0], (images[1] + images[3]) / 2)
+    assert torch.allclose(means[1], (images[0] + images[2]) / 2)
+    assert torch.allclose(labels, torch.tensor([[0.5, 0.5], [0.5, 0.5]]))
+    with pytest.raises(InvalidParameterError, match="empty cluster"):
+        cluster_means(images, targets, np.array([0, 0, 0, 0]), 2)
+
+
+def test_random_shift_moves_content_by_at_most_max_shift():
+    generator = torch.Generator().manual_seed(0)
+    image = torch.zeros(64, 1, 16, 16)
+    image[:, :, 8, 8] = 1.0
+    shifted = random_shift(image, 3, generator)
+    positions = torch.nonzero(shifted[:, 0] == 1.0)
+    assert len(positions) == 64  # the bright pixel is never shifted out of a 16x16 image by <= 3 px
+    assert (positions[:, 1:] - 8).abs().max() <= 3
+    assert len({tuple(p[1:].tolist()) for p in positions}) > 5  # offsets differ per image
+    assert random_shift(image, 0, generator) is image
+
+
+def test_random_flip_flips_about_half():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.arange(4.0).repeat(200, 1, 4, 1)  # rows 0 1 2 3
+    flipped = random_flip(images, generator)
+    was_flipped = flipped[:, 0, 0, 0] == 3.0
+    assert 60 < int(was_flipped.sum()) < 140
+    assert torch.equal(flipped[was_flipped], images[was_flipped].flip(-1))
+
+
+def test_mixup_is_a_convex_combination_with_matching_labels():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(32, 3, 4, 4)
+    targets = torch.eye(4)[torch.arange(32) % 4]
+    mixed, mixed_targets = mixup(images, targets, 0.4, generator, np.random.default_rng(0))
+    assert torch.allclose(mixed_targets.sum(1), torch.ones(32))
+    assert mixed.min() >= images.min() - 1e-6 and mixed.max() <= images.max() + 1e-6
+    assert mixup(images, targets, 0.0, generator, np.random.default_rng(0))[0] is images

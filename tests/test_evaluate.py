@@ -1,0 +1,41 @@
+import pytest
+import torch
+
+from devs import DistilledSet, RandomSubset, evaluate, evaluate_random_baseline, list_protocols
+from devs.errors import DevsError, UnknownNameError
+from devs.evaluate import PROTOCOLS
+
+
+def test_protocols_are_registered_with_the_documented_recipes():
+    assert set(list_protocols()) >= {"dc", "devs"}
+    dc, paper = PROTOCOLS.get("dc"), PROTOCOLS.get("devs")
+    assert (dc.recipe.epochs, dc.recipe.lr, dc.recipe.momentum, dc.recipe.weight_decay, dc.recipe.batch_size) == (
+        300, 0.01, 0.9, 5e-4, 256)
+    assert dc.recipe.max_shift == 0 and not dc.recipe.flip and dc.recipe.mixup_alpha == 0 and dc.dropout == 0
+    assert paper.recipe.max_shift == 5 and paper.recipe.flip and paper.recipe.mixup_alpha == 0.4 and paper.dropout == 0.2
+
+
+def test_evaluate_trains_fresh_nets_and_learns(digits):
+    subset = RandomSubset(ipc=5, random_state=0).fit(digits).distilled_
+    result = evaluate(subset, digits, protocol="dc", runs=2, epochs=30, progress=False)
+    assert len(result.accuracies) == 2 and result.seeds == [0, 1]
+    assert all(40 < acc <= 100 for acc in result.accuracies)  # far above the 10% of chance
+    again = evaluate(subset, digits, protocol="dc", runs=2, epochs=30, progress=False)
+    assert again.accuracies == result.accuracies  # seeded
+
+
+def test_random_baseline_has_the_same_size(digits):
+    result = evaluate_random_baseline(digits, 20, protocol="devs", runs=1, epochs=5, progress=False)
+    assert result.size == 20 and result.label == "random" and len(result.accuracies) == 1
+
+
+def test_mismatched_dataset_is_refused(digits):
+    wrong = DistilledSet(images=torch.rand(4, 1, 8, 8), labels=torch.eye(4), classes=list("abcd"), mean=[0.3], std=[0.3])
+    with pytest.raises(DevsError, match="4 classes but dataset 'digits' has 10"):
+        evaluate(wrong, digits, runs=1, epochs=1, progress=False)
+    wrong_shape = DistilledSet(images=torch.rand(10, 3, 8, 8), labels=torch.eye(10), classes=digits.classes,
+                               mean=[0.3] * 3, std=[0.3] * 3)
+    with pytest.raises(DevsError, match="images"):
+        evaluate(wrong_shape, digits, runs=1, epochs=1, progress=False)
+    with pytest.raises(UnknownNameError, match="Valid: dc, devs"):
+        evaluate(wrong, digits, protocol="dcc")
