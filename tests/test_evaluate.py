@@ -39,3 +39,19 @@ def test_mismatched_dataset_is_refused(digits):
         evaluate(wrong_shape, digits, runs=1, epochs=1, progress=False)
     with pytest.raises(UnknownNameError, match="Valid: dc, devs"):
         evaluate(wrong, digits, protocol="dcc")
+
+
+def test_holdout_split_is_stratified_and_disjoint(digits):
+    from devs.data import holdout_split
+    from devs.errors import DatasetError
+
+    split = holdout_split(digits, 100, seed=0)
+    assert len(split.test) == 100 and len(split.train) == len(digits.train) - 100
+    assert torch.bincount(split.test.labels, minlength=10).min() >= 9  # stratified: ~10 per class
+    train_rows = {tuple(row.flatten().tolist()) for row in split.train.images}
+    duplicates_in_train = len(digits.train) - len({tuple(r.flatten().tolist()) for r in digits.train.images})
+    overlap = sum(tuple(row.flatten().tolist()) in train_rows for row in split.test.images)
+    assert overlap <= duplicates_in_train
+    assert split.name == "digits-holdout100"
+    with pytest.raises(DatasetError, match="holdout"):
+        holdout_split(digits, 5)

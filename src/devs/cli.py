@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from . import __version__
-from .data import list_datasets, load_dataset
+from .data import holdout_split, list_datasets, load_dataset
 from .errors import DevsError
 from .evaluate import PROTOCOLS, evaluate, evaluate_random_baseline, list_protocols
 from .io import load_distilled
@@ -69,6 +69,9 @@ def _add_dataset_options(parser: argparse.ArgumentParser, default: str | None) -
     )
     parser.add_argument("--data-root", metavar="DIR", help="where a registered dataset's files are (downloads go there too)")
     parser.add_argument("--download", action="store_true", help="download a missing registered dataset (checksums verified)")
+    parser.add_argument("--holdout", type=int, metavar="N",
+                        help="hold out N stratified training images and use them instead of the test split "
+                        "(a validation split for choosing settings; same N and --seed give the same split)")
 
 
 def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
@@ -171,6 +174,11 @@ def _print_evaluation(results: list[dict[str, Any]], description: str) -> None:
               f"  ({runs} nets, {sum(result['seconds']):.0f} s)")
 
 
+def _load(args: argparse.Namespace):
+    dataset = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    return holdout_split(dataset, args.holdout, seed=0) if args.holdout else dataset
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
     method = get_method(args.method, **_method_params(args))
     if args.evaluate:
@@ -181,7 +189,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in .safetensors; got {out}")
     if args.method == "devs":
         method.checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_suffix(".stages")
-    dataset = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    dataset = _load(args)
     logger.info("Distilling %s (%d training images, %d classes) with %s at %d images per class",
                 dataset.name, len(dataset.train), dataset.num_classes, args.method, args.ipc)
     start = time.perf_counter()
@@ -209,7 +217,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     PROTOCOLS.get(args.protocol)
     distilled = load_distilled(args.file)
-    dataset = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    dataset = _load(args)
     results = _run_evaluation(args, distilled, dataset)
     if args.json:
         print(json.dumps({"file": args.file, "dataset": dataset.name, "results": results}, indent=2))

@@ -51,6 +51,7 @@ __all__ = [
     "DATASETS",
     "ImageDataset",
     "ImageSplit",
+    "holdout_split",
     "list_datasets",
     "load_dataset",
     "register_dataset",
@@ -107,6 +108,29 @@ class ImageDataset:
         """Per-channel mean and (population) std of the train images, in pixel units."""
         std, mean = torch.std_mean(self.train.images, dim=(0, 2, 3), correction=0)
         return mean.tolist(), std.tolist()
+
+
+def holdout_split(dataset: ImageDataset, size: int, seed: int = 0) -> ImageDataset:
+    """Replace the test split by ``size`` class-stratified training images held out from training.
+
+    Settings are chosen on this validation split, never on the test split.
+    """
+    from sklearn.model_selection import train_test_split
+
+    labels = dataset.train.labels.numpy()
+    if not dataset.num_classes <= size <= len(labels) - dataset.num_classes:
+        raise DatasetError(
+            f"A holdout of {size} images must lie between {dataset.num_classes} and "
+            f"{len(labels) - dataset.num_classes} for {dataset.name!r}."
+        )
+    keep, held = train_test_split(np.arange(len(labels)), test_size=size, stratify=labels, random_state=seed)
+    keep, held = torch.from_numpy(np.sort(keep)), torch.from_numpy(np.sort(held))
+    return ImageDataset(
+        name=f"{dataset.name}-holdout{size}",
+        classes=dataset.classes,
+        train=ImageSplit(dataset.train.images[keep], dataset.train.labels[keep]),
+        test=ImageSplit(dataset.train.images[held], dataset.train.labels[held]),
+    )
 
 
 DATASETS: Registry[Callable[[Path | None, bool], ImageDataset]] = Registry("dataset")

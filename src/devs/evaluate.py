@@ -140,6 +140,19 @@ def _resolve(protocol: str, runs: int, epochs: int | None) -> tuple[Protocol, Tr
     return spec, recipe
 
 
+def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progress: bool, train_and_test) -> EvaluationResult:
+    """Call ``train_and_test(seed)`` for seeds ``seed .. seed + runs - 1`` and collect the accuracies."""
+    result = EvaluationResult(label=label, protocol=protocol, size=size)
+    for run in tqdm(range(runs), desc=f"evaluate {label} ({protocol})", disable=None if progress else True, leave=False):
+        start = time.perf_counter()
+        acc = train_and_test(seed + run)
+        result.accuracies.append(acc)
+        result.seeds.append(seed + run)
+        result.seconds.append(time.perf_counter() - start)
+        logger.info("%s net %d/%d: %.2f%%", label, run + 1, runs, acc)
+    return result
+
+
 def evaluate(
     distilled: DistilledSet,
     dataset: ImageDataset,
@@ -155,15 +168,11 @@ def evaluate(
     check_compatible(distilled, dataset)
     torch_device = resolve_device(device)
     normalizer = Normalizer(distilled.mean, distilled.std, torch_device)
-    result = EvaluationResult(label=distilled.method or "distilled", protocol=protocol, size=len(distilled))
-    for run in tqdm(range(runs), desc=f"evaluate {result.label} ({protocol})", disable=None if progress else True, leave=False):
-        start = time.perf_counter()
-        acc = _train_and_test(distilled.images, distilled.labels, dataset, spec, recipe, normalizer, seed + run, torch_device)
-        result.accuracies.append(acc)
-        result.seeds.append(seed + run)
-        result.seconds.append(time.perf_counter() - start)
-        logger.info("%s net %d/%d: %.2f%%", result.label, run + 1, runs, acc)
-    return result
+
+    def train_and_test(net_seed: int) -> float:
+        return _train_and_test(distilled.images, distilled.labels, dataset, spec, recipe, normalizer, net_seed, torch_device)
+
+    return _run_nets(distilled.method or "distilled", protocol, len(distilled), runs, seed, progress, train_and_test)
 
 
 def evaluate_random_baseline(
@@ -186,13 +195,9 @@ def evaluate_random_baseline(
     mean, std = dataset.channel_stats()
     normalizer = Normalizer(mean, std, torch_device)
     one_hot = torch.nn.functional.one_hot(dataset.train.labels, dataset.num_classes).float()
-    result = EvaluationResult(label="random", protocol=protocol, size=size)
-    for run in tqdm(range(runs), desc=f"evaluate random ({protocol})", disable=None if progress else True, leave=False):
-        start = time.perf_counter()
-        index = random_subset_indices(dataset.train.labels, counts, seed + run)
-        acc = _train_and_test(dataset.train.images[index], one_hot[index], dataset, spec, recipe, normalizer, seed + run, torch_device)
-        result.accuracies.append(acc)
-        result.seeds.append(seed + run)
-        result.seconds.append(time.perf_counter() - start)
-        logger.info("random net %d/%d: %.2f%%", run + 1, runs, acc)
-    return result
+
+    def train_and_test(net_seed: int) -> float:
+        index = random_subset_indices(dataset.train.labels, counts, net_seed)
+        return _train_and_test(dataset.train.images[index], one_hot[index], dataset, spec, recipe, normalizer, net_seed, torch_device)
+
+    return _run_nets("random", protocol, size, runs, seed, progress, train_and_test)
