@@ -176,6 +176,11 @@ def test_unknown_name_lists_valid_names_and_mentions_paths() -> None:
     assert isinstance(info.value, KeyError)
 
 
+def test_missing_path_says_not_found(tmp_path: Path) -> None:
+    with pytest.raises(DatasetError, match="not found; give an existing ImageFolder directory"):
+        load_dataset(tmp_path / "missing.tar.gz")
+
+
 def test_unsupported_file_type(tmp_path: Path) -> None:
     path = tmp_path / "notes.txt"
     path.write_text("hello")

@@ -162,6 +162,12 @@ def load_dataset(
         source = spec
     else:
         path = Path(spec).expanduser()
+        looks_like_path = os.sep in spec or spec.endswith((*_TAR_SUFFIXES, ".npz"))
+        if not path.exists() and looks_like_path:
+            raise DatasetError(
+                f"{path} not found; give an existing ImageFolder directory, .tar/.tar.gz or .npz, "
+                f"or a registered dataset ({', '.join(DATASETS.names())})."
+            )
         if not path.exists():
             message = DATASETS.unknown_message(spec)
             separator = " " if message.endswith("?") else ". "

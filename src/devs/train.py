@@ -134,9 +134,13 @@ def _run_epochs(net, data, targets, recipe, optimizer, scheduler, generator, bet
 
 
 @torch.no_grad()
-def _batched(net_fn, images: torch.Tensor, normalizer: Normalizer, device: torch.device, batch_size: int, precision: str):
+def _batched(
+    net_fn, images: torch.Tensor, normalizer: Normalizer, device: torch.device, batch_size: int, precision: str,
+    progress: str | None = None,
+):
     outputs = []
-    for start in range(0, len(images), batch_size):
+    starts = range(0, len(images), batch_size)
+    for start in tqdm(starts, desc=progress, disable=None if progress else True, leave=False, unit="batch"):
         batch = normalizer(images[start : start + batch_size].to(device))
         with _autocast(precision, device):
             outputs.append(net_fn(batch).float().cpu())
@@ -150,10 +154,11 @@ def extract_features(
     device: torch.device,
     batch_size: int = 1024,
     precision: str = "fp32",
+    progress: str | None = None,
 ) -> torch.Tensor:
     """Flattened trunk features of ``images``, float32 on the CPU."""
     net.eval()
-    return _batched(net.features, images, normalizer, device, batch_size, precision)
+    return _batched(net.features, images, normalizer, device, batch_size, precision, progress)
 
 
 def predict_logits(

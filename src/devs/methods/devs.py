@@ -30,7 +30,8 @@ logger = logging.getLogger(__name__)
 
 CLUSTERINGS = ("per-class", "global")
 # Parameters that do not change the result, so they stay out of the stage checkpoint key.
-_NOT_IN_KEY = {"device", "checkpoint_dir", "resume", "progress"}
+# ipc, schedule and epochs enter a stage's key as that stage's own size and epochs instead.
+_NOT_IN_KEY = {"device", "checkpoint_dir", "resume", "progress", "ipc", "schedule", "epochs", "steps_per_stage"}
 # Parameters that shape a stage's trained extractor. The target sizes are not among them, so runs
 # at several ipc values from one checkpoint_dir (with resume) train the first-stage extractor once.
 _EXTRACTOR_PARAMS = ("model", "width", "depth", "norm", "dropout", "bottleneck", "max_shift", "flip",
@@ -186,17 +187,13 @@ class DEvS(DistillationMethod):
                 f"extractor{stage + 1}-{self._extractor_key(input_key, stage_epochs, seed)}.safetensors"
             )
             input_key = key
-            if self.resume and path is not None and path.exists():
-                try:
-                    stage_set = load_distilled(path)
-                    if stage_set.config.get("stage_key") == key:
-                        images, targets = stage_set.images, stage_set.labels
-                        self.stages_.append({**stage_set.config["stage"], "resumed": True})
-                        self.assignments_.append(None)
-                        logger.info("Stage %d: resumed from %s", stage + 1, path)
-                        continue
-                except DistilledFileError as error:
-                    logger.warning("Stage %d: ignoring unreadable checkpoint %s (%s)", stage + 1, path, error)
+            finished = self._load_finished_stage(path, key) if self.resume else None
+            if finished is not None:
+                images, targets = finished.images, finished.labels
+                self.stages_.append({**finished.config["stage"], "resumed": True})
+                self.assignments_.append(None)
+                logger.info("Stage %d: resumed from %s", stage + 1, path)
+                continue
             images, targets, assignments, record = self._run_stage(
                 data, images, targets, stage, stage_ipc, stage_epochs, seed, normalizer, device, extractor_path
             )
@@ -214,6 +211,18 @@ class DEvS(DistillationMethod):
         self.distilled_.config["resolved_schedule"] = schedule
         self.distilled_.config["resolved_epochs"] = epochs
         return self
+
+    @staticmethod
+    def _load_finished_stage(path: Path | None, key: str) -> DistilledSet | None:
+        """The checkpoint of a finished stage with this exact key, or None (a bad file is recomputed)."""
+        if path is None or not path.exists():
+            return None
+        try:
+            finished = load_distilled(path)
+        except DistilledFileError as error:
+            logger.warning("Ignoring unreadable checkpoint %s (%s); recomputing that stage", path, error)
+            return None
+        return finished if finished.config.get("stage_key") == key else None
 
     def _run_stage(
         self,
@@ -263,7 +272,8 @@ class DEvS(DistillationMethod):
         timings["train_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        features = extract_features(net, images, normalizer, device).numpy()
+        label = f"stage {stage + 1}: features" if self.progress else None
+        features = extract_features(net, images, normalizer, device, progress=label).numpy()
         timings["features_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -311,7 +321,7 @@ class DEvS(DistillationMethod):
     def _stage_key(self, input_key: str, ipc: int, epochs: int, seed: int) -> str:
         """Everything that determines a stage's output: its input set, the settings, its size and seed."""
         params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}
-        params.update(schedule=None, epochs=epochs, stage_ipc=ipc, stage_seed=seed)
+        params.update(stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)
         return _hash({"input": input_key, "params": params})
 
     def _extractor_key(self, input_key: str, epochs: int, seed: int) -> str:
