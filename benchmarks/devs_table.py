@@ -71,7 +71,7 @@ def bench(args: argparse.Namespace) -> None:
                 "dataset": stem, "ipc": ipc, "protocol": protocol, "runs": args.runs,
                 "devs": report["results"][0], "random": report["results"][1],
                 "distill_wall_time_s": record["wall_time_s"], "distill_peak_memory_mib": record["peak_memory_mib"],
-                "stages": record["config"].get("stages"), "distill_command": shlex.join(distill),
+                "stages": record.get("stages"), "distill_command": shlex.join(distill),
                 "evaluate_command": shlex.join(evaluate), "machine": machine(),
                 "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             })

@@ -195,13 +195,12 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     distilled = method.fit(dataset).distilled_
     seconds = time.perf_counter() - start
-    distilled.config["wall_time_s"] = round(seconds, 2)
-    distilled.config["peak_memory_mib"] = round(peak_memory_mib(), 1)
     distilled.save(out)
     grid = save_grid(distilled, out.with_suffix(".png"))
     record: dict[str, Any] = {"file": str(out), "grid": str(grid), "dataset": dataset.name, "method": args.method,
                               "seed": args.seed, "size": len(distilled), "wall_time_s": round(seconds, 2),
                               "peak_memory_mib": round(peak_memory_mib(), 1), "config": distilled.config,
+                              "stages": getattr(method, "stages_", None),
                               "command": sys.argv}
     print(f"wrote {out} ({len(distilled)} images, {seconds:.1f} s, peak memory {peak_memory_mib():.0f} MiB)")
     print(f"wrote {grid}")

@@ -10,6 +10,8 @@ from __future__ import annotations
 import datetime as _dt
 import json
 import math
+import os
+import struct
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -24,6 +26,13 @@ from .runtime import atomic_path, check_writable
 FORMAT = "devs.distilled.v1"
 LABEL_SUM_TOLERANCE = 1e-3
 REQUIRED_METADATA = ("format", "classes", "mean", "std")
+
+
+def _creation_time() -> str:
+    """Now, or $SOURCE_DATE_EPOCH when set (the reproducible-builds convention), so reruns can be bit-identical."""
+    epoch = os.environ.get("SOURCE_DATE_EPOCH")
+    moment = _dt.datetime.fromtimestamp(int(epoch), _dt.timezone.utc) if epoch else _dt.datetime.now(_dt.timezone.utc)
+    return moment.isoformat(timespec="seconds")
 
 
 def _version() -> str:
@@ -47,7 +56,7 @@ class DistilledSet:
     seed: int | None = None
     source_train_size: int | None = None
     devs_version: str = field(default_factory=_version)
-    created: str = field(default_factory=lambda: _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"))
+    created: str = field(default_factory=lambda: _creation_time())
 
     def __post_init__(self) -> None:
         self.classes = tuple(str(name) for name in self.classes)
@@ -98,11 +107,29 @@ class DistilledSet:
         }
         with atomic_path(path) as temp_path:
             save_file(tensors, str(temp_path), metadata=self.metadata())
+            _canonicalize_header(temp_path)
         return path
 
     @classmethod
     def load(cls, path: str | Path) -> "DistilledSet":
         return load_distilled(path)
+
+
+def _canonicalize_header(path: Path) -> None:
+    """Rewrite the safetensors JSON header with sorted keys, in place and at the same length.
+
+    safetensors serializes the header from a hash map, so key order (and thus the bytes) varies from
+    run to run; sorting makes the same content give the same bytes. The header is only reordered
+    (padded with spaces if shorter), never changed in meaning, and left alone if it would grow.
+    """
+    with open(path, "r+b") as handle:
+        (length,) = struct.unpack("<Q", handle.read(8))
+        header = json.loads(handle.read(length))
+        canonical = json.dumps(header, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
+        if len(canonical) > length:
+            return
+        handle.seek(8)
+        handle.write(canonical.ljust(length, b" "))
 
 
 def validate(images: torch.Tensor, labels: torch.Tensor, classes, mean, std) -> None:

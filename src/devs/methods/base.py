@@ -145,6 +145,8 @@ class DistillationMethod:
     """Base class: stores keyword parameters; subclasses implement ``fit``."""
 
     name: str = ""
+    # Parameters that change how a run executes but never its result; kept out of the file's config.
+    runtime_params: tuple[str, ...] = ()
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -170,7 +172,7 @@ class DistillationMethod:
             std=data.std,
             dataset=data.name,
             method=self.name,
-            config=_jsonable(self.get_params()),
+            config=_jsonable({k: v for k, v in self.get_params().items() if k not in self.runtime_params}),
             seed=seed,
             source_train_size=len(data.images),
         )

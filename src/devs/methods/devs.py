@@ -62,6 +62,7 @@ class DEvS(DistillationMethod):
     """
 
     name = "devs"
+    runtime_params = ("checkpoint_dir", "resume", "progress")
 
     def __init__(
         self,
@@ -207,7 +208,11 @@ class DEvS(DistillationMethod):
         if self.assignments_[-1] is not None:  # follow the final reordering by class
             self.assignments_[-1] = torch.argsort(order)[self.assignments_[-1]]
         self.distilled_ = self._result(data, images[order], targets[order], self.random_state)
-        self.distilled_.config["stages"] = self.stages_
+        # Sizes and epochs only: timings live in stages_ (and the CLI's run record), so that the same
+        # seed gives a bit-identical file.
+        self.distilled_.config["stages"] = [
+            {k: v for k, v in record.items() if not k.endswith("_s") and k != "resumed"} for record in self.stages_
+        ]
         self.distilled_.config["resolved_schedule"] = schedule
         self.distilled_.config["resolved_epochs"] = epochs
         return self
