@@ -121,3 +121,70 @@ def test_any_option_value_gives_an_error_not_a_traceback(option, value):
         pass
     code = main(["distill", option, value, "--no-evaluate", "-q", "--out", "/proc/devs-test/y.safetensors"])
     assert code in (1, 2)
+
+
+def _folder(root, classes=("a", "b"), size=8, mode="L"):
+    from PIL import Image
+
+    for split in ("train", "test"):
+        for name in classes:
+            folder = root / split / name
+            folder.mkdir(parents=True, exist_ok=True)
+            for i in range(2):
+                Image.new(mode, (size, size), color=40 * i if mode == "L" else (40 * i, 0, 0)).save(folder / f"{i}.png")
+    return root
+
+
+def _corrupt(root):
+    _folder(root)
+    (root / "train" / "a" / "broken.png").write_bytes(b"\x89PNG\r\n\x1a\n not really")
+    return root
+
+
+def _mixed_modes(root):
+    from PIL import Image
+
+    _folder(root)
+    Image.new("RGB", (8, 8)).save(root / "train" / "b" / "colour.png")
+    return root
+
+
+def _empty_class(root):
+    _folder(root)
+    (root / "train" / "c").mkdir()
+    (root / "test" / "c").mkdir()
+    return root
+
+
+def _climbing_tar(root):
+    import io
+    import tarfile
+
+    archive = root.parent / "evil.tar"
+    with tarfile.open(archive, "w") as tar:
+        payload = b"x"
+        member = tarfile.TarInfo("data/../../evil.png")
+        member.size = len(payload)
+        tar.addfile(member, io.BytesIO(payload))
+    return archive
+
+
+@pytest.mark.parametrize(
+    "make, message",
+    [
+        (_corrupt, "replace or delete it"),
+        (_mixed_modes, "colour.png"),  # names the odd file out
+        (_empty_class, "has no images; add images to it or remove it"),
+        (lambda root: _folder(root, classes=("only",)), "at least 2 are needed"),
+        (_climbing_tar, "unsafe path"),
+    ],
+)
+def test_bad_image_folders_fail_in_one_line(tmp_path, capsys, monkeypatch, make, message):
+    monkeypatch.setenv("DEVS_CACHE_DIR", str(tmp_path / "cache"))
+    source = make(tmp_path / "data")
+    out = tmp_path / "out.safetensors"
+    code = main(["distill", "--dataset", str(source), "--ipc", "1", "--epochs", "1", "--out", str(out), "-q"])
+    stderr = capsys.readouterr().err
+    last = stderr.strip().splitlines()[-1]
+    assert code == 1 and last.startswith("devs: error:") and message in last and "Traceback" not in stderr
+    assert not out.exists()

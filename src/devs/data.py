@@ -788,7 +788,7 @@ def _decode_image(data: bytes, name: str) -> np.ndarray:
             return np.asarray(image)
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise DatasetError(
-            f"cannot decode image {name}: {exc}; it is corrupt or truncated"
+            f"cannot decode image {name}: {exc}; it is corrupt or truncated: replace or delete it"
         ) from exc
 
 
@@ -805,7 +805,7 @@ def _decode_entries(
         elif pixels.shape != reference[0]:
             raise DatasetError(
                 f"image {entry.name} is {_describe(pixels.shape)} but {reference[1]} is "
-                f"{_describe(reference[0])}; all images must share one size and mode"
+                f"{_describe(reference[0])}; all images must share one size and mode: resize or convert them"
             )
         found[entry.split].append((entry.cls, entry.name, pixels))
 
@@ -819,11 +819,11 @@ def _decode_entries(
         with_images = {cls for cls, _, _ in found[split]}
         empty = sorted(layout.class_dirs[split] - with_images)
         if empty:
-            raise DatasetError(f"{source}: class folder {split}/{empty[0]} has no images")
+            raise DatasetError(f"{source}: class folder {split}/{empty[0]} has no images; add images to it or remove it")
     classes = sorted(layout.class_dirs["train"])
     if len(classes) < 2:
         raise DatasetError(
-            f"{source}: train/ has {len(classes)} class folder(s); at least 2 are needed"
+            f"{source}: train/ has {len(classes)} class folder(s); at least 2 are needed: add a folder per class"
         )
     if set(layout.class_dirs["test"]) != set(classes):
         only_train = sorted(set(classes) - layout.class_dirs["test"])
