@@ -47,6 +47,9 @@ def test_isolated_rng_is_reproducible_and_leaves_global_rng_alone():
         b = build_model("convnet", in_channels=1, num_classes=2, image_size=(8, 8))
     assert torch.equal(torch.random.get_rng_state(), state)
     assert all(torch.equal(p, q) for p, q in zip(a.parameters(), b.parameters()))
+    c = build_model("convnet", in_channels=1, num_classes=2, image_size=(8, 8), seed=3)
+    assert all(torch.equal(p, q) for p, q in zip(a.parameters(), c.parameters()))
+    assert torch.equal(torch.random.get_rng_state(), state)
 
 
 def test_bad_model_options():

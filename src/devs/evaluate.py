@@ -22,7 +22,7 @@ from .methods.base import check_number
 from .methods.coresets import balanced_counts, random_subset_indices
 from .models import build_model
 from .registry import Registry
-from .runtime import resolve_device, isolated_rng
+from .runtime import resolve_device
 from .train import Normalizer, TrainRecipe, accuracy, train_classifier
 
 logger = logging.getLogger(__name__)
@@ -118,14 +118,14 @@ def _train_and_test(
     seed: int,
     device: torch.device,
 ) -> float:
-    with isolated_rng(seed):
-        net = build_model(
-            protocol.model,
-            in_channels=dataset.image_shape[0],
-            num_classes=dataset.num_classes,
-            image_size=tuple(dataset.image_shape[1:]),
-            dropout=protocol.dropout,
-        )
+    net = build_model(
+        protocol.model,
+        in_channels=dataset.image_shape[0],
+        num_classes=dataset.num_classes,
+        image_size=tuple(dataset.image_shape[1:]),
+        seed=seed,
+        dropout=protocol.dropout,
+    )
     train_classifier(net, images, targets, recipe, normalizer, seed, device)
     return 100.0 * accuracy(net, dataset.test.images, dataset.test.labels, normalizer, device)
 

@@ -11,6 +11,7 @@ from torch import nn
 
 from .errors import InvalidParameterError
 from .registry import Registry
+from .runtime import isolated_rng
 
 MODELS: Registry[Callable[..., nn.Module]] = Registry("model")
 register_model = MODELS.register
@@ -118,9 +119,15 @@ def convnet_bn(**kwargs) -> ConvNet:
     return ConvNet(**{"norm": "batch", **kwargs})
 
 
-def build_model(name: str, *, in_channels: int, num_classes: int, image_size: tuple[int, int], **options) -> nn.Module:
-    """Build a registered model; construction draws from the global RNG, so wrap in runtime.isolated_rng."""
-    return MODELS.get(name)(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
+def build_model(
+    name: str, *, in_channels: int, num_classes: int, image_size: tuple[int, int], seed: int | None = None, **options
+) -> nn.Module:
+    """Build a registered model; with ``seed`` its initial weights are reproducible and the caller's RNG untouched."""
+    factory = MODELS.get(name)
+    if seed is None:
+        return factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
+    with isolated_rng(seed):
+        return factory(in_channels=in_channels, num_classes=num_classes, image_size=image_size, **options)
 
 
 def list_models(pattern: str = "*") -> list[str]:

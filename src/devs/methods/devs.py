@@ -22,7 +22,7 @@ from ..cluster import KMEANS_BACKENDS, cluster_means, kmeans_assign
 from ..errors import DistilledFileError, InvalidParameterError, OutputError
 from ..io import DistilledSet, load_distilled
 from ..models import build_model
-from ..runtime import atomic_path, isolated_rng, resolve_device
+from ..runtime import atomic_path, resolve_device
 from ..train import Normalizer, TrainRecipe, extract_features, train_classifier
 from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
 
@@ -244,18 +244,18 @@ class DEvS(DistillationMethod):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        with isolated_rng(seed):
-            net = build_model(
-                self.model,
-                in_channels=images.shape[1],
-                num_classes=data.num_classes,
-                image_size=tuple(images.shape[2:]),
-                width=self.width,
-                depth=self.depth,
-                norm=self.norm,
-                dropout=self.dropout,
-                bottleneck=self.bottleneck,
-            )
+        net = build_model(
+            self.model,
+            in_channels=images.shape[1],
+            num_classes=data.num_classes,
+            image_size=tuple(images.shape[2:]),
+            width=self.width,
+            depth=self.depth,
+            norm=self.norm,
+            dropout=self.dropout,
+            bottleneck=self.bottleneck,
+            seed=seed,
+        )
         recipe = TrainRecipe(
             epochs=epochs,
             batch_size=self.batch_size,
