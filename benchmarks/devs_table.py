@@ -2,11 +2,18 @@
 
 Each step runs the ``devs`` command line in a subprocess (so peak memory is per distillation) and appends
 one JSON line per result to --results as soon as it is known: a killed benchmark loses nothing, and a
-rerun skips the (ipc, protocol) cells already recorded.
+rerun skips the (config, ipc, protocol, holdout) cells already recorded.
+
+The distillations of one call run one after another (the first trains the extractor, the others reuse
+it through the shared --checkpoint-dir); the evaluations of finished distillations run --jobs at a time.
 
     python benchmarks/devs_table.py --dataset ../shared/data/cifar10-jpeg.tar.gz --ipc 10 1 50 \
         --protocols dc devs --runs 3 --results benchmarks/results/cifar10.jsonl
     python benchmarks/devs_table.py --results benchmarks/results/cifar10.jsonl --markdown
+
+Settings are chosen on a validation split (``--holdout N`` holds N training images out and evaluates on
+them), never on the test split; ``--config NAME`` labels the rows of one setting, whose extra
+``devs distill`` options follow ``--distill-args``.
 """
 
 from __future__ import annotations
@@ -14,35 +21,49 @@ from __future__ import annotations
 import argparse
 import datetime as dt
 import json
+import os
 import platform
 import shlex
 import subprocess
 import sys
+import threading
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import torch
 
+_append_lock = threading.Lock()
+
 
 def machine() -> str:
-    cores = len(__import__("os").sched_getaffinity(0))
-    return f"{platform.machine()} {cores} cores, torch {torch.__version__}, {platform.python_version()}"
+    cores = len(os.sched_getaffinity(0))
+    text = f"{platform.machine()} {cores} cores, torch {torch.__version__}, Python {platform.python_version()}"
+    if torch.cuda.is_available():
+        text += f", GPU {torch.cuda.get_device_name(0)}"
+    return text
 
 
 def run(argv: list[str]) -> str:
     print("$ " + shlex.join(argv), flush=True)
-    completed = subprocess.run(argv, check=True, capture_output=True, text=True)
+    completed = subprocess.run(argv, capture_output=True, text=True)
+    if completed.returncode != 0:
+        sys.stderr.write(completed.stderr[-4000:])
+        raise subprocess.CalledProcessError(completed.returncode, argv)
     return completed.stdout
 
 
-def recorded(results: Path) -> set[tuple[int, str]]:
+def read_rows(results: Path) -> list[dict]:
     if not results.exists():
-        return set()
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    return {(row["ipc"], row["protocol"]) for row in rows}
+        return []
+    return [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
+
+
+def cell_key(row: dict) -> tuple:
+    return row.get("config", "default"), row["ipc"], row["protocol"], row.get("holdout")
 
 
 def append(results: Path, row: dict) -> None:
-    with results.open("a") as handle:
+    with _append_lock, results.open("a") as handle:
         handle.write(json.dumps(row) + "\n")
         handle.flush()
 
@@ -52,51 +73,80 @@ def bench(args: argparse.Namespace) -> None:
     results.parent.mkdir(parents=True, exist_ok=True)
     work = Path(args.work_dir)
     stem = Path(args.dataset).name.split(".")[0]
-    done = recorded(results)
-    for ipc in args.ipc:
-        out = work / f"{stem}-devs-ipc{ipc}-seed{args.seed}.safetensors"
-        distill = [sys.executable, "-m", "devs", "distill", "--dataset", args.dataset, "--ipc", str(ipc),
-                   "--out", str(out), "--seed", str(args.seed), "--checkpoint-dir", str(work / f"{stem}-stages"),
-                   "--resume", "--no-evaluate", "-q", *args.distill_args]
-        if not out.exists():
-            run(distill)
-        record = json.loads(out.with_suffix(".json").read_text())
-        for protocol in args.protocols:
-            if (ipc, protocol) in done:
+    done = {cell_key(row) for row in read_rows(results)}
+    data_options = ["--dataset", args.dataset]
+    if args.data_root:
+        data_options += ["--data-root", args.data_root]
+    if args.holdout:
+        data_options += ["--holdout", str(args.holdout)]
+    split = f"-holdout{args.holdout}" if args.holdout else ""
+    common = ["--seed", str(args.seed), "--device", args.device]
+    protocol_options = ["--eval-epochs", str(args.eval_epochs)] if args.eval_epochs else []
+
+    def evaluate_cell(out: Path, record: dict, distill: list[str], ipc: int, protocol: str) -> None:
+        evaluate = [sys.executable, "-m", "devs", "evaluate", str(out), *data_options, "--protocol", protocol,
+                    *protocol_options, "--runs", str(args.runs), *common, "--json", "-q"]
+        report = json.loads(run(evaluate))
+        row = {
+            "dataset": stem, "config": args.config, "holdout": args.holdout, "ipc": ipc, "protocol": protocol,
+            "runs": args.runs, "eval_epochs": args.eval_epochs, "devs": report["results"][0], "random": report["results"][1],
+            "distill_wall_time_s": record["wall_time_s"], "distill_peak_memory_mib": record["peak_memory_mib"],
+            "distill_cuda_peak_memory_mib": record.get("cuda_peak_memory_mib"),
+            "stages": record.get("stages"), "distill_command": shlex.join(distill),
+            "evaluate_command": shlex.join(evaluate), "machine": machine(), "concurrent_jobs": args.jobs,
+            "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+        }
+        append(results, row)
+        print(f"{args.config} ipc {ipc} {protocol}: devs {row['devs']['mean']:.2f} ± {row['devs']['std']:.2f}, "
+              f"random {row['random']['mean']:.2f} ± {row['random']['std']:.2f}", flush=True)
+
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        pending = []
+        for ipc in args.ipc:
+            protocols = [p for p in args.protocols if (args.config, ipc, p, args.holdout) not in done]
+            if not protocols:
                 continue
-            evaluate = [sys.executable, "-m", "devs", "evaluate", str(out), "--dataset", args.dataset,
-                        "--protocol", protocol, "--runs", str(args.runs), "--seed", str(args.seed), "--json", "-q"]
-            report = json.loads(run(evaluate))
-            append(results, {
-                "dataset": stem, "ipc": ipc, "protocol": protocol, "runs": args.runs,
-                "devs": report["results"][0], "random": report["results"][1],
-                "distill_wall_time_s": record["wall_time_s"], "distill_peak_memory_mib": record["peak_memory_mib"],
-                "stages": record.get("stages"), "distill_command": shlex.join(distill),
-                "evaluate_command": shlex.join(evaluate), "machine": machine(),
-                "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            })
-            print(f"ipc {ipc} {protocol}: devs {report['results'][0]['mean']:.2f} random {report['results'][1]['mean']:.2f}",
-                  flush=True)
+            out = work / f"{stem}{split}-{args.config}-ipc{ipc}-seed{args.seed}.safetensors"
+            distill = [sys.executable, "-m", "devs", "distill", *data_options, "--ipc", str(ipc), "--out", str(out),
+                       *common, "--checkpoint-dir", str(work / f"{stem}{split}-stages"), "--resume",
+                       "--no-evaluate", "-q", *args.distill_args]
+            if not out.exists():
+                run(distill)
+            record = json.loads(out.with_suffix(".json").read_text())
+            pending += [pool.submit(evaluate_cell, out, record, distill, ipc, p) for p in protocols]
+        for future in pending:
+            future.result()  # re-raise the first failure
 
 
 def markdown(results: Path) -> None:
-    rows = [json.loads(line) for line in results.read_text().splitlines() if line.strip()]
-    print("| data | ipc | protocol | DEvS (%) | random (%) | nets | distill time | distill peak memory | date |")
-    print("|---|---|---|---|---|---|---|---|---|")
-    for row in sorted(rows, key=lambda r: (r["dataset"], r["ipc"], r["protocol"])):
+    rows = read_rows(results)
+    print("| data | config | split | ipc | protocol | DEvS (%) | random (%) | nets | distill time | distill peak memory | machine | date |")
+    print("|---|---|---|---|---|---|---|---|---|---|---|---|")
+    for row in sorted(rows, key=lambda r: (r["dataset"], r.get("holdout") or 0, r.get("config", "default"), r["ipc"], r["protocol"])):
         d, r = row["devs"], row["random"]
-        print(f"| {row['dataset']} | {row['ipc']} | {row['protocol']} | {d['mean']:.1f} ± {d['std']:.1f} | "
-              f"{r['mean']:.1f} ± {r['std']:.1f} | {len(d['accuracies'])} | {row['distill_wall_time_s'] / 60:.1f} min | "
-              f"{row['distill_peak_memory_mib'] / 1024:.2f} GiB | {row['date'][:10]} |")
+        split = f"holdout {row['holdout']}" if row.get("holdout") else "test"
+        gpu = "GPU" if "GPU" in row["machine"] else "CPU"
+        memory = f"{row['distill_peak_memory_mib'] / 1024:.2f} GiB"
+        if row.get("distill_cuda_peak_memory_mib"):
+            memory += f" (+{row['distill_cuda_peak_memory_mib'] / 1024:.2f} GiB GPU)"
+        print(f"| {row['dataset']} | {row.get('config', 'default')} | {split} | {row['ipc']} | {row['protocol']} | "
+              f"{d['mean']:.1f} ± {d['std']:.1f} | {r['mean']:.1f} ± {r['std']:.1f} | {len(d['accuracies'])} | "
+              f"{row['distill_wall_time_s'] / 60:.1f} min | {memory} | {gpu} | {row['date'][:10]} |")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset")
+    parser.add_argument("--data-root")
     parser.add_argument("--ipc", type=int, nargs="+", default=[1, 10, 50])
     parser.add_argument("--protocols", nargs="+", default=["dc", "devs"])
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--eval-epochs", type=int, default=None, help="override the protocols' epochs (quick checks only)")
+    parser.add_argument("--device", default="auto")
+    parser.add_argument("--holdout", type=int, default=None, help="evaluate on N held-out training images")
+    parser.add_argument("--config", default="default", help="a name for the distill settings of these rows")
+    parser.add_argument("--jobs", type=int, default=1, help="evaluations to run at once")
     parser.add_argument("--results", required=True)
     parser.add_argument("--work-dir", default="runs/bench")
     parser.add_argument("--distill-args", nargs=argparse.REMAINDER, default=[],

@@ -21,7 +21,7 @@ from .evaluate import PROTOCOLS, evaluate, evaluate_random_baseline, list_protoc
 from .io import load_distilled
 from .methods import METHODS, get_method, list_methods
 from .reporting import save_grid
-from .runtime import DEVICE_CHOICES, atomic_write_text, check_writable, peak_memory_mib
+from .runtime import DEVICE_CHOICES, atomic_write_text, check_writable, cuda_peak_memory_mib, peak_memory_mib
 
 logger = logging.getLogger("devs")
 
@@ -200,6 +200,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     record: dict[str, Any] = {"file": str(out), "grid": str(grid), "dataset": dataset.name, "method": args.method,
                               "seed": args.seed, "size": len(distilled), "wall_time_s": round(seconds, 2),
                               "peak_memory_mib": round(peak_memory_mib(), 1), "config": distilled.config,
+                              "cuda_peak_memory_mib": cuda_peak_memory_mib(),
                               "stages": getattr(method, "stages_", None),
                               "command": sys.argv}
     print(f"wrote {out} ({len(distilled)} images, {seconds:.1f} s, peak memory {peak_memory_mib():.0f} MiB)")

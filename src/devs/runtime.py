@@ -108,3 +108,10 @@ def peak_memory_mib() -> float:
     """Peak resident memory of this process so far, in MiB (ru_maxrss is KiB on Linux, bytes on macOS)."""
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     return peak / 1024 / 1024 if sys.platform == "darwin" else peak / 1024
+
+
+def cuda_peak_memory_mib() -> float | None:
+    """Peak GPU memory allocated by this process's tensors, in MiB; None without CUDA."""
+    if not torch.cuda.is_available() or not torch.cuda.is_initialized():
+        return None
+    return torch.cuda.max_memory_allocated() / 2**20
