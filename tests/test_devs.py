@@ -1,7 +1,7 @@
 import pytest
 import torch
 
-import devs.methods.devs as devs_module
+import devs.methods.extractor as extractor_module
 from devs import DEvS, RandomSubset, get_method
 from devs.errors import InvalidParameterError, UnknownNameError
 
@@ -57,7 +57,7 @@ def test_resume_skips_finished_stages(digits, tmp_path, monkeypatch):
     def no_training(*args, **kwargs):
         raise AssertionError("a finished stage was recomputed")
 
-    monkeypatch.setattr(devs_module, "train_classifier", no_training)
+    monkeypatch.setattr(extractor_module, "train_classifier", no_training)
     resumed = DEvS(resume=True, **params).fit(digits)
     assert torch.equal(resumed.distilled_.images, first.images)
     assert all(stage["resumed"] for stage in resumed.stages_)
@@ -72,8 +72,8 @@ def test_resume_after_first_stage_only(digits, tmp_path, monkeypatch):
     for path in [*tmp_path.glob("stage2-*"), *tmp_path.glob("extractor2-*")]:
         path.unlink()
     calls = []
-    original = devs_module.train_classifier
-    monkeypatch.setattr(devs_module, "train_classifier", lambda *a, **k: calls.append(len(a[1])) or original(*a, **k))
+    original = extractor_module.train_classifier
+    monkeypatch.setattr(extractor_module, "train_classifier", lambda *a, **k: calls.append(len(a[1])) or original(*a, **k))
     resumed = DEvS(resume=True, **params).fit(digits).distilled_
     assert calls == [200]  # only stage 2 trained, on stage 1's 200 images
     assert torch.equal(resumed.images, full.images)
@@ -82,7 +82,7 @@ def test_resume_after_first_stage_only(digits, tmp_path, monkeypatch):
 def test_extractor_is_shared_across_target_sizes(digits, tmp_path, monkeypatch):
     DEvS(ipc=2, checkpoint_dir=tmp_path, random_state=6, **FAST).fit(digits)
     fresh = DEvS(ipc=3, random_state=6, **FAST).fit(digits).distilled_
-    monkeypatch.setattr(devs_module, "train_classifier", lambda *a, **k: pytest.fail("extractor retrained"))
+    monkeypatch.setattr(extractor_module, "train_classifier", lambda *a, **k: pytest.fail("extractor retrained"))
     reused = DEvS(ipc=3, checkpoint_dir=tmp_path, resume=True, random_state=6, **FAST).fit(digits).distilled_
     assert len(reused) == 30 and torch.equal(reused.images, fresh.images)
 

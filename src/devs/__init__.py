@@ -11,7 +11,7 @@ __version__ = "0.1.0"
 
 from .data import ImageDataset, ImageSplit, list_datasets, load_dataset  # noqa: E402
 from .errors import DevsError  # noqa: E402
-from .evaluate import EvaluationResult, evaluate, evaluate_random_baseline, list_protocols  # noqa: E402
+from .evaluate import EvaluationResult, evaluate, evaluate_random_baseline, evaluate_whole_set, list_protocols  # noqa: E402
 from .io import DistilledSet, load_distilled  # noqa: E402
 from .methods import DEvS, RandomSubset, get_method, list_methods  # noqa: E402
 from .models import ConvNet, list_models  # noqa: E402
@@ -27,6 +27,7 @@ __all__ = [
     "RandomSubset",
     "evaluate",
     "evaluate_random_baseline",
+    "evaluate_whole_set",
     "get_method",
     "list_datasets",
     "list_methods",

@@ -56,6 +56,17 @@ def _int_list(text: str) -> list[int]:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 100,10; got {text!r}") from None
 
 
+def _param(text: str) -> tuple[str, Any]:
+    """NAME=VALUE, with VALUE read as JSON where it parses (60, 0.5, true, null, [100,10]) and as text otherwise."""
+    name, sep, value = text.partition("=")
+    if not sep or not name.strip():
+        raise argparse.ArgumentTypeError(f"expected NAME=VALUE such as time_budget_s=60; got {text!r}")
+    try:
+        return name.strip().replace("-", "_"), json.loads(value)
+    except json.JSONDecodeError:
+        return name.strip().replace("-", "_"), value
+
+
 def _add_common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("-q", "--quiet", action="store_true", help="only print results and errors; no progress bars")
     parser.add_argument("--debug", action="store_true", help="show full tracebacks on errors")
@@ -108,6 +119,9 @@ def build_parser() -> argparse.ArgumentParser:
                          help="DEvS: extractor epochs per stage (default: derived from the data size)")
     distill.add_argument("--clustering", choices=("per-class", "global"), default=None,
                          help="DEvS: cluster each class separately (exact images per class) or all together")
+    distill.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
+                         help="any parameter of the method, e.g. --param time_budget_s=60 --param iterations=500 "
+                         "(see the method's docstring; repeatable)")
     distill.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                          help="evaluate the result after distilling (default: on)")
     _add_evaluation_options(distill)
@@ -141,18 +155,22 @@ def _configure_logging(quiet: bool) -> None:
 
 
 def _method_params(args: argparse.Namespace) -> dict[str, Any]:
-    METHODS.get(args.method)  # an unknown name fails first, with the list of valid ones
+    accepted = set(METHODS.get(args.method).param_names())  # an unknown method fails first, listing valid ones
     params: dict[str, Any] = {"ipc": args.ipc, "random_state": args.seed}
     devs_only = {"schedule": args.schedule, "clustering": args.clustering}
     if args.epochs is not None:
         devs_only["epochs"] = args.epochs[0] if len(args.epochs) == 1 else args.epochs
     if args.method == "devs":
         params.update({key: value for key, value in devs_only.items() if value is not None})
-        params.update(device=args.device, resume=args.resume, progress=not args.quiet)
     else:
         given = [f"--{key}" for key, value in devs_only.items() if value is not None]
-        if given or args.resume:
-            raise UsageError(f"{', '.join(given + (['--resume'] if args.resume else []))} only apply to --method devs")
+        if given:
+            raise UsageError(f"{', '.join(given)} only apply to --method devs; other methods take --param NAME=VALUE")
+    if args.resume and "resume" not in accepted:
+        raise UsageError(f"--resume does not apply to --method {args.method}")
+    runtime = {"device": args.device, "resume": args.resume, "progress": not args.quiet}
+    params.update({key: value for key, value in runtime.items() if key in accepted})
+    params.update(dict(args.param))  # get_method rejects names the method does not have
     return params
 
 
@@ -187,7 +205,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     out = check_writable(Path(args.out) if args.out else Path("runs") / f"{stem}.safetensors")
     if out.suffix != ".safetensors":
         raise UsageError(f"--out must end in .safetensors; got {out}")
-    if args.method == "devs":
+    if "checkpoint_dir" in method.param_names():
         method.checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_suffix(".stages")
     dataset = _load(args)
     logger.info("Distilling %s (%d training images, %d classes) with %s at %d images per class",
@@ -202,6 +220,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
                               "peak_memory_mib": round(peak_memory_mib(), 1), "config": distilled.config,
                               "cuda_peak_memory_mib": cuda_peak_memory_mib(),
                               "stages": getattr(method, "stages_", None),
+                              "fit": {k: v for k, v in vars(method).items()  # e.g. iterations_done_ of a budget run
+                                      if k.endswith("_") and isinstance(v, (int, float, str))},
                               "command": sys.argv}
     print(f"wrote {out} ({len(distilled)} images, {seconds:.1f} s, peak memory {peak_memory_mib():.0f} MiB)")
     print(f"wrote {grid}")

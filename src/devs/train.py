@@ -10,7 +10,7 @@ import contextlib
 import dataclasses
 import logging
 from dataclasses import dataclass
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -82,10 +82,13 @@ def train_classifier(
     seed: int,
     device: torch.device,
     progress: str | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
 ) -> nn.Module:
     """Train ``net`` on ``images`` (pixel units) and ``targets`` (probability rows) with ``recipe``.
 
-    Soft targets use cross-entropy against probabilities. Returns the net in eval mode.
+    Soft targets use cross-entropy against probabilities. ``on_batch(index, logits)``, if given, sees the
+    row indices of every training batch and the net's (detached) logits on it, as trained (augmented).
+    Returns the net in eval mode.
     """
     if len(images) != len(targets):
         raise InvalidParameterError(f"{len(images)} images but {len(targets)} label rows.")
@@ -101,12 +104,12 @@ def train_classifier(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[drop_epoch], gamma=0.1)
     net.train()
     with isolated_rng(seed, device):  # dropout masks come from the global RNG
-        _run_epochs(net, data, targets, recipe, optimizer, scheduler, generator, beta_rng, progress)
+        _run_epochs(net, data, targets, recipe, optimizer, scheduler, generator, beta_rng, progress, on_batch)
     net.eval()
     return net
 
 
-def _run_epochs(net, data, targets, recipe, optimizer, scheduler, generator, beta_rng, progress) -> None:
+def _run_epochs(net, data, targets, recipe, optimizer, scheduler, generator, beta_rng, progress, on_batch) -> None:
     n = len(data)
     batch_size = min(recipe.batch_size, n)
     device = data.device
@@ -123,6 +126,8 @@ def _run_epochs(net, data, targets, recipe, optimizer, scheduler, generator, bet
             batch, batch_targets = mixup(batch, batch_targets, recipe.mixup_alpha, generator, beta_rng)
             with _autocast(recipe.precision, device):
                 logits = net(batch)
+            if on_batch is not None:
+                on_batch(index, logits.detach())
             loss = F.cross_entropy(logits.float(), batch_targets)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()

@@ -1,8 +1,19 @@
 """Distillation methods; importing this package registers them all."""
 
-from . import coresets, devs  # noqa: F401  (registration side effect)
+from . import coresets, devs, matching  # noqa: F401  (registration side effect)
 from .base import METHODS, DistillationMethod, get_method, list_methods, register_method
 from .coresets import RandomSubset
 from .devs import DEvS
+from .matching import DistributionMatching, GradientMatching
 
-__all__ = ["METHODS", "DEvS", "DistillationMethod", "RandomSubset", "get_method", "list_methods", "register_method"]
+__all__ = [
+    "METHODS",
+    "DEvS",
+    "DistillationMethod",
+    "DistributionMatching",
+    "GradientMatching",
+    "RandomSubset",
+    "get_method",
+    "list_methods",
+    "register_method",
+]

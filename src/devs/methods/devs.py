@@ -7,8 +7,6 @@ the mean of its images and of its label rows. No gradient ever flows into the im
 
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
 import time
 from pathlib import Path
@@ -16,15 +14,14 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
-from safetensors.torch import load_file, save_file
 
 from ..cluster import KMEANS_BACKENDS, cluster_means, kmeans_assign
 from ..errors import DistilledFileError, InvalidParameterError, OutputError
 from ..io import DistilledSet, load_distilled
-from ..models import build_model
-from ..runtime import atomic_path, resolve_device
-from ..train import Normalizer, TrainRecipe, extract_features, train_classifier
+from ..runtime import resolve_device
+from ..train import Normalizer, extract_features
 from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
+from .extractor import ExtractorSpec, content_hash, epochs_for_steps, fingerprint, trained_extractor
 
 logger = logging.getLogger(__name__)
 
@@ -32,10 +29,6 @@ CLUSTERINGS = ("per-class", "global")
 # Parameters that do not change the result, so they stay out of the stage checkpoint key.
 # ipc, schedule and epochs enter a stage's key as that stage's own size and epochs instead.
 _NOT_IN_KEY = {"device", "checkpoint_dir", "resume", "progress", "ipc", "schedule", "epochs", "steps_per_stage"}
-# Parameters that shape a stage's trained extractor. The target sizes are not among them, so runs
-# at several ipc values from one checkpoint_dir (with resume) train the first-stage extractor once.
-_EXTRACTOR_PARAMS = ("model", "width", "depth", "norm", "dropout", "bottleneck", "max_shift", "flip",
-                     "mixup_alpha", "lr", "batch_size")
 
 
 @register_method("devs")
@@ -142,7 +135,7 @@ class DEvS(DistillationMethod):
         if self.epochs is None:
             check_number("DEvS", "steps_per_stage", self.steps_per_stage, integer=True, low=1)
             sizes = [len(data.labels)] + [ipc * data.num_classes for ipc in schedule[:-1]]
-            return [min(300, max(2, round(self.steps_per_stage * self.batch_size / size))) for size in sizes]
+            return [epochs_for_steps(size, self.steps_per_stage, self.batch_size) for size in sizes]
         epochs = [self.epochs] * len(schedule) if isinstance(self.epochs, int) else list(self.epochs)
         if len(epochs) != len(schedule):
             raise InvalidParameterError(
@@ -175,7 +168,7 @@ class DEvS(DistillationMethod):
         epochs = self._resolve_epochs(data, schedule)
         device = resolve_device(self.device)
         normalizer = Normalizer(data.mean, data.std, device)
-        input_key = _fingerprint(data)  # identifies the current stage's input set
+        input_key = fingerprint(data.images, data.labels, data.classes)  # identifies the current stage's input
         images, targets = data.images, data.one_hot()
         self.stages_: list[dict[str, Any]] = []
         # assignments_[i][j]: the output index of stage i's input j (None for a resumed stage).
@@ -184,9 +177,10 @@ class DEvS(DistillationMethod):
             seed = self.random_state + stage
             key = self._stage_key(input_key, stage_ipc, stage_epochs, seed)
             path = self._checkpoint_path(f"stage{stage + 1}-ipc{stage_ipc}-{key}.safetensors")
-            extractor_path = self._checkpoint_path(
-                f"extractor{stage + 1}-{self._extractor_key(input_key, stage_epochs, seed)}.safetensors"
-            )
+            # The extractor's key leaves out the target sizes, so runs at several ipc values sharing one
+            # checkpoint_dir (with resume) train the first-stage extractor once.
+            extractor_key = ExtractorSpec.of(self).key(input_key, stage_epochs, seed)
+            extractor_path = self._checkpoint_path(f"extractor{stage + 1}-{extractor_key}.safetensors")
             input_key = key
             finished = self._load_finished_stage(path, key) if self.resume else None
             if finished is not None:
@@ -244,36 +238,9 @@ class DEvS(DistillationMethod):
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         timings: dict[str, float] = {}
         start = time.perf_counter()
-        net = build_model(
-            self.model,
-            in_channels=images.shape[1],
-            num_classes=data.num_classes,
-            image_size=tuple(images.shape[2:]),
-            width=self.width,
-            depth=self.depth,
-            norm=self.norm,
-            dropout=self.dropout,
-            bottleneck=self.bottleneck,
-            seed=seed,
-        )
-        recipe = TrainRecipe(
-            epochs=epochs,
-            batch_size=self.batch_size,
-            lr=self.lr,
-            max_shift=self.max_shift,
-            flip=self.flip,
-            mixup_alpha=self.mixup_alpha,
-        )
-        if self.resume and extractor_path is not None and extractor_path.exists():
-            net.load_state_dict(load_file(str(extractor_path)))
-            net.to(device).eval()
-            logger.info("Stage %d: reusing the trained extractor %s", stage + 1, extractor_path)
-        else:
-            label = f"stage {stage + 1}: train on {len(images)}" if self.progress else None
-            train_classifier(net, images, targets, recipe, normalizer, seed, device, progress=label)
-            if extractor_path is not None:
-                with atomic_path(extractor_path) as temp_path:
-                    save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(temp_path))
+        label = f"stage {stage + 1}: train on {len(images)}" if self.progress else None
+        net = trained_extractor(ExtractorSpec.of(self), images, targets, epochs, seed, normalizer, device,
+                                path=extractor_path, reuse=self.resume, progress=label)
         timings["train_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
@@ -327,11 +294,7 @@ class DEvS(DistillationMethod):
         """Everything that determines a stage's output: its input set, the settings, its size and seed."""
         params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}
         params.update(stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)
-        return _hash({"input": input_key, "params": params})
-
-    def _extractor_key(self, input_key: str, epochs: int, seed: int) -> str:
-        params = {name: getattr(self, name) for name in _EXTRACTOR_PARAMS}
-        return _hash({"input": input_key, "params": params, "epochs": epochs, "seed": seed})
+        return content_hash({"input": input_key, "params": params})
 
     def _checkpoint_path(self, name: str) -> Path | None:
         if self.checkpoint_dir is None:
@@ -342,16 +305,3 @@ class DEvS(DistillationMethod):
         except OSError as error:
             raise OutputError(f"Cannot create the stage directory {directory}: {error.strerror}; choose a writable path.") from None
         return directory / name
-
-
-def _hash(value: Any) -> str:
-    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
-
-def _fingerprint(data: TrainingData) -> str:
-    """A content hash of the training data, so a checkpoint never resumes a run on other data."""
-    digest = hashlib.blake2b(digest_size=16)
-    digest.update(data.images.numpy().tobytes())
-    digest.update(data.labels.numpy().tobytes())
-    digest.update(json.dumps(list(data.classes)).encode())
-    return digest.hexdigest()
-

@@ -1,0 +1,109 @@
+"""The feature extractor that DEvS and the feature-based coresets share.
+
+One ConvNet trained with the DEvS paper's recipe (shift, flip, mixup, dropout) on an input set. A trained
+extractor is saved under a content hash of its input, settings, epochs and seed, so DEvS at several sizes
+and the herding / k-center coresets of the same data train it once and reuse it (``reuse=True``).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Callable, Sequence
+
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from ..models import build_model
+from ..runtime import atomic_path
+from ..train import Normalizer, TrainRecipe, train_classifier
+
+logger = logging.getLogger(__name__)
+
+MIN_EPOCHS, MAX_EPOCHS = 2, 300
+
+
+@dataclass(frozen=True)
+class ExtractorSpec:
+    """Network and training recipe of a feature extractor (defaults: the DEvS paper's)."""
+
+    model: str = "convnet"
+    width: int = 128
+    depth: int = 3
+    norm: str = "instance"
+    dropout: float = 0.2
+    bottleneck: int | None = None
+    max_shift: int = 5
+    flip: bool = True
+    mixup_alpha: float = 0.4
+    lr: float = 0.01
+    batch_size: int = 256
+
+    @classmethod
+    def of(cls, owner: Any) -> "ExtractorSpec":
+        """The spec made of the same-named attributes of an estimator (e.g. a DEvS instance)."""
+        return cls(**{name: getattr(owner, name) for name in cls.__dataclass_fields__})
+
+    def recipe(self, epochs: int) -> TrainRecipe:
+        return TrainRecipe(epochs=epochs, batch_size=self.batch_size, lr=self.lr, max_shift=self.max_shift,
+                           flip=self.flip, mixup_alpha=self.mixup_alpha)
+
+    def build(self, images: torch.Tensor, num_classes: int, seed: int) -> nn.Module:
+        return build_model(self.model, in_channels=images.shape[1], num_classes=num_classes,
+                           image_size=tuple(images.shape[2:]), width=self.width, depth=self.depth, norm=self.norm,
+                           dropout=self.dropout, bottleneck=self.bottleneck, seed=seed)
+
+    def key(self, input_key: str, epochs: int, seed: int) -> str:
+        return content_hash({"input": input_key, "params": asdict(self), "epochs": epochs, "seed": seed})
+
+
+def epochs_for_steps(size: int, steps: int, batch_size: int) -> int:
+    """Epochs that make about ``steps`` optimizer steps over ``size`` images, within [2, 300]."""
+    return min(MAX_EPOCHS, max(MIN_EPOCHS, round(steps * batch_size / size)))
+
+
+def content_hash(value: Any) -> str:
+    return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
+
+
+def fingerprint(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> str:
+    """A content hash of a labelled set, so a checkpoint is never reused for other data."""
+    digest = hashlib.blake2b(digest_size=16)
+    digest.update(images.numpy().tobytes())
+    digest.update(labels.numpy().tobytes())
+    digest.update(json.dumps(list(classes)).encode())
+    return digest.hexdigest()
+
+
+def trained_extractor(
+    spec: ExtractorSpec,
+    images: torch.Tensor,
+    targets: torch.Tensor,
+    epochs: int,
+    seed: int,
+    normalizer: Normalizer,
+    device: torch.device,
+    path: Path | None = None,
+    reuse: bool = False,
+    progress: str | None = None,
+    on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+) -> nn.Module:
+    """A net trained on ``images``/``targets`` with ``spec``; loaded from ``path`` when ``reuse`` and it exists.
+
+    A freshly trained net is saved to ``path`` (atomically) when one is given.
+    """
+    net = spec.build(images, targets.shape[1], seed)
+    if reuse and path is not None and path.exists():
+        net.load_state_dict(load_file(str(path)))
+        logger.info("Reusing the trained extractor %s", path)
+        return net.to(device).eval()
+    train_classifier(net, images, targets, spec.recipe(epochs), normalizer, seed, device, progress=progress,
+                     on_batch=on_batch)
+    if path is not None:
+        with atomic_path(path) as temp_path:
+            save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(temp_path))
+    return net

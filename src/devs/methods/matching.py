@@ -1,0 +1,396 @@
+"""Gradient matching (DC) and distribution matching (DM): the classic learned-pixel baselines.
+
+Both learn ``ipc`` synthetic images per class by gradient descent on the pixels, starting from random
+real images of that class, against a freshly initialised ConvNet-3 (instance norm) every iteration:
+
+- DC, "Dataset Condensation with Gradient Matching" (Zhao, Mopuri & Bilen, ICLR 2021): per class,
+  match the gradient of the classification loss w.r.t. the network weights on a real batch and on the
+  synthetic images (a layer-wise sum of 1 - cosine similarity per output unit); between matchings,
+  train the network for ``inner_loop`` epochs on the synthetic set.
+- DM, "Dataset Condensation with Distribution Matching" (Zhao & Bilen, WACV 2023): per class, match
+  the mean trunk embedding of a real batch and of the synthetic images (squared Euclidean distance),
+  both augmented with the same differentiable Siamese augmentation (devs.dsa).
+
+As in the official code, the images are optimised in normalised units (the source set's mean/std);
+the result holds them converted back to pixel units, unclipped (they may leave [0, 1], which the
+devs.distilled.v1 format allows). Labels are one-hot rows, ``ipc`` images per class, class-major.
+"""
+
+from __future__ import annotations
+
+import math
+import numbers
+import time
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from tqdm.auto import tqdm
+
+from ..dsa import DEFAULT_STRATEGY, parse_strategy, sample_siamese
+from ..errors import InvalidParameterError
+from ..models import build_model
+from ..runtime import make_generator, resolve_device
+from ..train import Normalizer
+from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
+
+# DC's (outer_loop, inner_loop) per ipc: the official code's get_loops table (the paper reports 1, 10, 50).
+DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
+IMAGE_MOMENTUM = 0.5  # SGD momentum on the images, both papers' code
+NET_MOMENTUM = 0.5  # SGD momentum of DC's inner-loop network training, official main.py
+
+
+def dc_loops(ipc: int) -> tuple[int, int]:
+    """DC's (outer_loop, inner_loop) for ``ipc``: the official table's entry nearest to ``ipc``.
+
+    Values between entries take the nearer one, ties the smaller ipc's (e.g. 5 -> ipc 1's 1/1,
+    15 -> ipc 10's 10/50, 100 -> ipc 50's 50/10).
+    """
+    nearest = min(DC_LOOPS, key=lambda entry: (abs(entry - ipc), entry))
+    return DC_LOOPS[nearest]
+
+
+def layer_distance(real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
+    """DC's distance between two gradients of one parameter tensor (the official ``distance_wb``).
+
+    Rows are output units (conv filters, linear outputs): sum over rows of 1 - cosine similarity.
+    1-D tensors (biases, norm scales) contribute 0, as in the official code.
+    """
+    if real.dim() <= 1:
+        return real.new_zeros(())
+    real, syn = real.flatten(1), syn.flatten(1)
+    cosine = (real * syn).sum(-1) / (real.norm(dim=-1) * syn.norm(dim=-1) + 1e-6)
+    return (1 - cosine).sum()
+
+
+def gradient_distance(real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor]) -> torch.Tensor:
+    """The DC matching loss: ``layer_distance`` summed over all parameter tensors."""
+    return torch.stack([layer_distance(r, s) for r, s in zip(real, syn)]).sum()
+
+
+class ClassSampler:
+    """Random real images of one class (the official ``get_images``), drawn from a local generator."""
+
+    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, generator: torch.Generator):
+        self.images = images  # normalised, on the device
+        self.members = [torch.nonzero(labels == cls).flatten() for cls in range(num_classes)]  # on the CPU
+        self.generator = generator
+
+    def sample(self, cls: int, count: int) -> torch.Tensor:
+        """``count`` distinct images of ``cls`` (all of them, shuffled, if the class is smaller)."""
+        members = self.members[cls]
+        # The permutation is drawn on the CPU so that CPU and GPU runs use the same stream.
+        chosen = members[torch.randperm(len(members), generator=self.generator)[:count]]
+        return self.images[chosen.to(self.images.device)]
+
+
+@dataclass
+class MatchingState:
+    """What one run works on: the synthetic images (a leaf tensor, normalised) and how to get real ones."""
+
+    images: torch.Tensor  # [K * ipc, C, H, W], requires_grad
+    labels: torch.Tensor  # int64 [K * ipc], class-major
+    ipc: int
+    num_classes: int
+    sampler: ClassSampler
+    generator: torch.Generator
+    device: torch.device
+
+    def class_images(self, cls: int) -> torch.Tensor:
+        return self.images[cls * self.ipc : (cls + 1) * self.ipc]
+
+
+def _check_positive(owner: str, name: str, value: Any) -> None:
+    ok = isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value) and value > 0
+    if not ok:
+        raise InvalidParameterError(
+            f"The {name!r} parameter of {owner} must be a number in the range (0, inf). Got {value!r} instead."
+        )
+
+
+class _PixelMatching(DistillationMethod):
+    """The loop DC and DM share: init from real images, one fresh net per iteration, SGD on the pixels.
+
+    Subclasses define ``_iteration(state, net, optimizer)``, which updates the images and returns the
+    iteration's loss as a detached scalar tensor.
+    """
+
+    runtime_params = ("device", "progress")
+    ipc: int
+    iterations: int
+    lr_img: float
+    batch_real: int
+    width: int
+    depth: int
+    time_budget_s: float | None
+    device: str
+    random_state: int
+    progress: bool
+
+    # ----------------------------------------------------------------------------- validation
+    def _validate(self) -> None:
+        owner = type(self).__name__
+        check_number(owner, "iterations", self.iterations, integer=True, low=1)
+        _check_positive(owner, "lr_img", self.lr_img)
+        check_number(owner, "batch_real", self.batch_real, integer=True, low=1)
+        check_number(owner, "width", self.width, integer=True, low=1)
+        check_number(owner, "depth", self.depth, integer=True, low=1)
+        check_number(owner, "random_state", self.random_state, integer=True, low=0)
+        if self.time_budget_s is not None:
+            check_number(owner, "time_budget_s", self.time_budget_s, integer=False, low=0.0)
+
+    def _resolved(self) -> dict[str, Any]:
+        """Settings derived from the parameters, recorded in the file's config."""
+        return {}
+
+    # ----------------------------------------------------------------------------- the loop
+    def fit(self, data: Any) -> "_PixelMatching":
+        """Learn ``ipc`` images per class from ``data`` and leave the result in ``distilled_``."""
+        start = time.perf_counter()  # the time budget covers the whole fit, setup included
+        self._validate()
+        data = as_training_data(data)
+        check_ipc(type(self).__name__, self.ipc, data)
+        device = resolve_device(self.device)
+        normalizer = Normalizer(data.mean, data.std, device)
+        state = self._initial_state(data, normalizer, device)
+        optimizer = torch.optim.SGD([state.images], lr=self.lr_img, momentum=IMAGE_MOMENTUM)
+        losses: list[torch.Tensor] = []
+        disable = None if self.progress else True  # None: a bar only on a terminal, as DEvS does
+        bar = tqdm(range(self.iterations), desc=self.name, disable=disable, leave=False, unit="it")
+        for iteration in bar:
+            net = self._fresh_net(data, state, seed=int(torch.randint(2**31 - 1, (1,), generator=state.generator)))
+            losses.append(self._iteration(state, net, optimizer))
+            if not bar.disable and iteration % 10 == 0:  # reading the loss syncs a GPU, so not every step
+                bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
+            if self._budget_spent(start, device):
+                break
+        bar.close()
+        self.loss_history_: list[float] = torch.stack(losses).cpu().tolist()
+        self.iterations_done_ = len(losses)
+        self.elapsed_s_ = time.perf_counter() - start
+        pixels = state.images.detach() * normalizer.std + normalizer.mean
+        labels = F.one_hot(state.labels, data.num_classes).float()
+        self.distilled_ = self._result(data, pixels.cpu(), labels.cpu(), self.random_state)
+        self.distilled_.config.update(self._resolved(), iterations_done=self.iterations_done_)
+        return self
+
+    def _initial_state(self, data: TrainingData, normalizer: Normalizer, device: torch.device) -> MatchingState:
+        """Synthetic images initialised from distinct random real images of each class (init='real')."""
+        generator = make_generator(self.random_state)
+        sampler = ClassSampler(normalizer(data.images), data.labels, data.num_classes, generator)
+        images = torch.cat([sampler.sample(cls, self.ipc) for cls in range(data.num_classes)])
+        labels = torch.arange(data.num_classes, device=device).repeat_interleave(self.ipc)
+        return MatchingState(images.detach().clone().requires_grad_(True), labels, self.ipc, data.num_classes,
+                             sampler, generator, device)
+
+    def _fresh_net(self, data: TrainingData, state: MatchingState, seed: int) -> nn.Module:
+        """A randomly initialised ConvNet (instance norm, no dropout), reproducible from ``seed``."""
+        net = build_model("convnet", in_channels=data.images.shape[1], num_classes=data.num_classes,
+                          image_size=tuple(data.images.shape[2:]), width=self.width, depth=self.depth,
+                          norm="instance", seed=seed)
+        return net.to(state.device).train()
+
+    def _budget_spent(self, start: float, device: torch.device) -> bool:
+        if self.time_budget_s is None:
+            return False
+        if device.type == "cuda":  # queued kernels count: wait for them before reading the clock
+            torch.cuda.synchronize(device)
+        return time.perf_counter() - start >= self.time_budget_s
+
+    def _iteration(self, state: MatchingState, net: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        raise NotImplementedError  # pragma: no cover - interface
+
+
+@register_method("dc")
+class GradientMatching(_PixelMatching):
+    """Dataset Condensation with gradient matching (Zhao, Mopuri & Bilen, ICLR 2021).
+
+    Parameters
+    ----------
+    ipc: synthetic images per class (``ipc * num_classes`` in all), initialised from real images.
+    iterations: outer iterations, each with a fresh random ConvNet (paper: 1000).
+    outer_loop, inner_loop: matchings per iteration, and epochs of network training on the synthetic
+        set between two matchings. ``None``: the official table (ipc 1: 1/1, 10: 10/50, 20: 20/25, ...,
+        50: 50/10), other ipc values taking the nearest entry (see ``dc_loops``).
+    lr_img: SGD learning rate on the (normalised) images, momentum 0.5 (paper: 0.1).
+    lr_net: SGD learning rate of the inner-loop network training, momentum 0.5 (paper: 0.01).
+    batch_real: real images per class per matching (paper: 256); batch_train: inner-loop batch (256).
+    width, depth: the ConvNet (ConvNet-3, 128 filters, as in the paper).
+    time_budget_s: stop after the iteration in which this many seconds (since ``fit`` began) are spent.
+    device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
+    progress: show a progress bar over iterations.
+
+    After ``fit``: ``distilled_``, ``loss_history_`` (mean matching loss per class and matching, one
+    value per iteration), ``iterations_done_``, ``elapsed_s_``.
+    """
+
+    name = "dc"
+
+    def __init__(
+        self,
+        ipc: int = 10,
+        *,
+        iterations: int = 1000,
+        outer_loop: int | None = None,
+        inner_loop: int | None = None,
+        lr_img: float = 0.1,
+        lr_net: float = 0.01,
+        batch_real: int = 256,
+        batch_train: int = 256,
+        width: int = 128,
+        depth: int = 3,
+        time_budget_s: float | None = None,
+        device: str = "auto",
+        random_state: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.ipc = ipc
+        self.iterations = iterations
+        self.outer_loop = outer_loop
+        self.inner_loop = inner_loop
+        self.lr_img = lr_img
+        self.lr_net = lr_net
+        self.batch_real = batch_real
+        self.batch_train = batch_train
+        self.width = width
+        self.depth = depth
+        self.time_budget_s = time_budget_s
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+    def _validate(self) -> None:
+        super()._validate()
+        _check_positive("GradientMatching", "lr_net", self.lr_net)
+        check_number("GradientMatching", "batch_train", self.batch_train, integer=True, low=1)
+        if self.outer_loop is not None:
+            check_number("GradientMatching", "outer_loop", self.outer_loop, integer=True, low=1)
+        if self.inner_loop is not None:
+            check_number("GradientMatching", "inner_loop", self.inner_loop, integer=True, low=0)
+
+    def _loops(self) -> tuple[int, int]:
+        outer, inner = dc_loops(self.ipc)
+        return (outer if self.outer_loop is None else self.outer_loop,
+                inner if self.inner_loop is None else self.inner_loop)
+
+    def _resolved(self) -> dict[str, Any]:
+        outer, inner = self._loops()
+        return {"resolved_outer_loop": outer, "resolved_inner_loop": inner}
+
+    def _iteration(self, state: MatchingState, net: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """``outer_loop`` matchings on one fresh net, training it on the synthetic set in between."""
+        outer, inner = self._loops()
+        params = list(net.parameters())
+        net_optimizer = torch.optim.SGD(params, lr=self.lr_net, momentum=NET_MOMENTUM)
+        total = torch.zeros((), device=state.device)
+        for step in range(outer):
+            loss = torch.stack([self._class_loss(state, net, params, cls) for cls in range(state.num_classes)]).sum()
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward(inputs=[state.images])  # only the pixels need a gradient here
+            optimizer.step()
+            total += loss.detach()
+            if step < outer - 1:  # the official loop does not train the net after its last matching
+                self._train_net(state, net, net_optimizer, inner)
+        return total / (state.num_classes * outer)
+
+    def _class_loss(self, state: MatchingState, net: nn.Module, params: list[nn.Parameter], cls: int) -> torch.Tensor:
+        """Distance between the weight gradients of one class's real batch and its synthetic images."""
+        real = state.sampler.sample(cls, self.batch_real)
+        real_target = torch.full((len(real),), cls, device=state.device)
+        real_grads = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), real_target), params)]
+        syn = state.class_images(cls)
+        syn_target = torch.full((len(syn),), cls, device=state.device)
+        # create_graph: the distance must be differentiable w.r.t. the synthetic pixels.
+        syn_grads = torch.autograd.grad(F.cross_entropy(net(syn), syn_target), params, create_graph=True)
+        return gradient_distance(real_grads, syn_grads)
+
+    def _train_net(self, state: MatchingState, net: nn.Module, net_optimizer: torch.optim.Optimizer,
+                   epochs: int) -> None:
+        """``epochs`` shuffled passes over the (frozen) synthetic set with hard labels, no augmentation."""
+        images, labels = state.images.detach(), state.labels
+        size = len(images)
+        batch = min(self.batch_train, size)
+        for _ in range(epochs):
+            order = torch.randperm(size, generator=state.generator).to(state.device)
+            for begin in range(0, size, batch):
+                index = order[begin : begin + batch]
+                loss = F.cross_entropy(net(images[index]), labels[index])
+                net_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                net_optimizer.step()
+
+
+@register_method("dm")
+class DistributionMatching(_PixelMatching):
+    """Dataset Condensation with Distribution Matching (Zhao & Bilen, WACV 2023).
+
+    Parameters
+    ----------
+    ipc: synthetic images per class (``ipc * num_classes`` in all), initialised from real images.
+    iterations: iterations, each with a fresh random ConvNet (paper: 20000).
+    lr_img: SGD learning rate on the (normalised) images, momentum 0.5 (paper: 1.0).
+    batch_real: real images per class per iteration (paper: 256).
+    dsa: the differentiable Siamese augmentation strategy (paper:
+        ``"color_crop_cutout_flip_scale_rotate"``); ``None`` or ``"none"`` switches it off.
+    width, depth: the ConvNet whose trunk (``net.features``) embeds the images (ConvNet-3, 128 filters).
+    time_budget_s: stop after the iteration in which this many seconds (since ``fit`` began) are spent.
+    device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
+    progress: show a progress bar over iterations.
+
+    After ``fit``: ``distilled_``, ``loss_history_`` (the iteration's loss divided by the number of
+    classes, as the official code logs it), ``iterations_done_``, ``elapsed_s_``.
+    """
+
+    name = "dm"
+
+    def __init__(
+        self,
+        ipc: int = 10,
+        *,
+        iterations: int = 20000,
+        lr_img: float = 1.0,
+        batch_real: int = 256,
+        dsa: str | None = DEFAULT_STRATEGY,
+        width: int = 128,
+        depth: int = 3,
+        time_budget_s: float | None = None,
+        device: str = "auto",
+        random_state: int = 0,
+        progress: bool = True,
+    ) -> None:
+        self.ipc = ipc
+        self.iterations = iterations
+        self.lr_img = lr_img
+        self.batch_real = batch_real
+        self.dsa = dsa
+        self.width = width
+        self.depth = depth
+        self.time_budget_s = time_budget_s
+        self.device = device
+        self.random_state = random_state
+        self.progress = progress
+
+    def _validate(self) -> None:
+        super()._validate()
+        parse_strategy(self.dsa)
+
+    def _iteration(self, state: MatchingState, net: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
+        """One step on the images: per class, squared distance between mean real and synthetic embeddings."""
+        net.requires_grad_(False)  # the net is a fixed random embedding; only the pixels learn
+        groups = parse_strategy(self.dsa)
+        image_size = tuple(state.images.shape[2:])
+        losses = []
+        for cls in range(state.num_classes):
+            real, syn = state.sampler.sample(cls, self.batch_real), state.class_images(cls)
+            augment = sample_siamese(groups, state.generator, image_size)  # the same draw for both batches
+            with torch.no_grad():
+                real_mean = net.features(augment(real)).mean(0)
+            syn_mean = net.features(augment(syn)).mean(0)
+            losses.append(((real_mean - syn_mean) ** 2).sum())
+        loss = torch.stack(losses).sum()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return loss.detach() / state.num_classes

@@ -1,0 +1,190 @@
+"""DC (gradient matching) and DM (distribution matching) on digits, with tiny settings."""
+
+import math
+
+import pytest
+import torch
+
+import devs.cli as cli
+from devs import load_distilled
+from devs.dsa import GROUPS, parse_strategy, sample_siamese
+from devs.errors import InvalidParameterError
+from devs.methods import DistributionMatching, GradientMatching, get_method, list_methods
+from devs.methods.matching import dc_loops, gradient_distance, layer_distance
+
+# Small nets and real batches keep every fit well under a second per iteration on one CPU core.
+# depth=2 for DC: on 8x8 digits a third block instance-normalises 2x2 maps, which makes DC's
+# matching loss very rough (see test_dc_descends_on_a_fixed_net).
+FAST = {
+    "dc": dict(width=16, depth=2, batch_real=64, device="cpu", progress=False),
+    "dm": dict(width=16, batch_real=64, device="cpu", progress=False),
+}
+BOTH = pytest.mark.parametrize("name", ["dc", "dm"])
+
+
+def fit(name, digits, **params):
+    return get_method(name, **{**FAST[name], **params}).fit(digits)
+
+
+@BOTH
+def test_sizes_labels_and_class_balance(name, digits):
+    method = fit(name, digits, ipc=2, iterations=2)
+    result = method.distilled_
+    assert len(result) == 20 and result.images.shape == (20, *digits.train.images.shape[1:])
+    assert result.images.dtype == torch.float32 and result.labels.shape == (20, 10)
+    assert torch.equal(result.labels, torch.eye(10)[result.hard_labels])  # one-hot rows, summing to 1
+    assert result.class_counts() == [2] * 10
+    assert result.hard_labels.tolist() == [cls for cls in range(10) for _ in range(2)]  # class-major
+    assert result.method == name and result.source_train_size == len(digits.train)
+    assert method.iterations_done_ == 2 and len(method.loss_history_) == 2
+    assert all(isinstance(x, float) and math.isfinite(x) for x in method.loss_history_)
+    assert result.config["iterations_done"] == 2
+    assert "device" not in result.config and "progress" not in result.config  # runtime params stay out
+
+
+@BOTH
+def test_starts_from_real_images_in_pixel_units(name, digits):
+    """One negligible step leaves each image (converted back to pixel units) on a real image of its class."""
+    result = fit(name, digits, ipc=1, iterations=1, lr_img=1e-9).distilled_
+    train = digits.train.images.flatten(1)
+    for index, image in enumerate(result.images.flatten(1)):
+        nearest = (train - image).abs().max(1).values.argmin()
+        assert torch.allclose(train[nearest], image, atol=1e-5)
+        assert int(digits.train.labels[nearest]) == index
+
+
+@BOTH
+def test_round_trip_through_the_file(name, digits, tmp_path):
+    result = fit(name, digits, ipc=1, iterations=2).distilled_
+    loaded = load_distilled(result.save(tmp_path / f"{name}.safetensors"))
+    assert torch.equal(loaded.images, result.images) and torch.equal(loaded.labels, result.labels)
+    assert loaded.method == name and loaded.config == result.config and loaded.classes == result.classes
+
+
+@BOTH
+def test_same_seed_same_images_other_seed_other_images(name, digits):
+    a = fit(name, digits, ipc=2, iterations=3, random_state=1)
+    b = fit(name, digits, ipc=2, iterations=3, random_state=1)
+    c = fit(name, digits, ipc=2, iterations=3, random_state=2)
+    assert torch.equal(a.distilled_.images, b.distilled_.images) and a.loss_history_ == b.loss_history_
+    assert not torch.equal(a.distilled_.images, c.distilled_.images)
+
+
+@BOTH
+def test_zero_time_budget_runs_exactly_one_iteration(name, digits):
+    method = fit(name, digits, ipc=1, iterations=50, time_budget_s=0)
+    assert method.iterations_done_ == 1 and len(method.loss_history_) == 1
+    assert method.distilled_.config["iterations_done"] == 1 and method.distilled_.config["time_budget_s"] == 0
+
+
+@BOTH
+def test_descends_on_a_fixed_net(name, digits, monkeypatch):
+    """With the same net every iteration (and every real image per class) the objective is fixed: it must fall."""
+    cls = GradientMatching if name == "dc" else DistributionMatching
+    fresh_net = cls._fresh_net
+    monkeypatch.setattr(cls, "_fresh_net", lambda self, data, state, seed: fresh_net(self, data, state, 7))
+    extra = {"dsa": None} if name == "dm" else {}
+    history = fit(name, digits, ipc=1, iterations=12, batch_real=256, **extra).loss_history_
+    assert sum(history[-3:]) < 0.8 * sum(history[:3])
+
+
+def test_dc_loss_falls_over_fresh_nets(digits):
+    history = fit("dc", digits, ipc=1, iterations=20, lr_img=0.01).loss_history_
+    assert sum(history[-5:]) < sum(history[:5])
+
+
+def test_dc_loops_follow_the_official_table():
+    table = [(1, 1), (10, 50), (20, 25), (30, 20), (40, 15), (50, 10)]
+    assert [dc_loops(ipc) for ipc in (1, 10, 20, 30, 40, 50)] == table
+    assert dc_loops(5) == (1, 1) and dc_loops(6) == (10, 50) and dc_loops(15) == (10, 50)  # nearest, ties down
+    assert dc_loops(100) == (50, 10)
+    assert GradientMatching(ipc=10, outer_loop=2)._loops() == (2, 50)
+
+
+def test_layer_distance_is_the_official_distance_wb():
+    grad = torch.randn(4, 3, 3, 3)
+    assert float(layer_distance(grad, grad)) == pytest.approx(0.0, abs=1e-5)
+    assert float(layer_distance(grad, -grad)) == pytest.approx(8.0, abs=1e-4)  # 4 filters, 1 - (-1) each
+    assert float(layer_distance(torch.randn(7), torch.randn(7))) == 0.0  # biases and norm scales ignored
+    rows = torch.tensor([[1.0, 0.0], [1.0, 1.0]])
+    assert float(layer_distance(rows, torch.tensor([[0.0, 1.0], [1.0, 1.0]]))) == pytest.approx(1.0, abs=1e-5)
+    assert float(gradient_distance([grad, torch.ones(4)], [-grad, torch.zeros(4)])) == pytest.approx(8.0, abs=1e-4)
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_dsa_is_siamese_and_differentiable(group):
+    generator = torch.Generator().manual_seed(0)
+    for _ in range(5):  # several draws, so flips and shifts happen
+        augment = sample_siamese((group,), generator, (8, 8))
+        assert augment.kind == group
+        x = torch.randn(6, 3, 8, 8, requires_grad=True)
+        out = augment(x)
+        assert out.shape == x.shape
+        # The same draw transforms every image alike, whatever batch it is in (real vs synthetic).
+        assert torch.allclose(augment(x[:2]), out[:2], atol=1e-6)
+        out.square().sum().backward()
+        assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+def test_dsa_strategy_parsing():
+    assert parse_strategy("color_crop_cutout_flip_scale_rotate") == GROUPS
+    assert parse_strategy(None) == () and parse_strategy("none") == ()
+    x = torch.randn(2, 1, 8, 8)
+    assert torch.equal(sample_siamese((), torch.Generator(), (8, 8))(x), x)
+    with pytest.raises(InvalidParameterError, match="blur"):
+        parse_strategy("color_blur")
+
+
+@pytest.mark.parametrize(
+    "name, params",
+    [
+        ("dc", dict(iterations=0)),
+        ("dc", dict(lr_img=0)),
+        ("dc", dict(lr_net=-1.0)),
+        ("dc", dict(batch_real=0)),
+        ("dc", dict(batch_train=0)),
+        ("dc", dict(outer_loop=0)),
+        ("dc", dict(inner_loop=-1)),
+        ("dc", dict(time_budget_s=-1)),
+        ("dc", dict(random_state=-1)),
+        ("dc", dict(ipc=0)),
+        ("dc", dict(ipc=1000)),
+        ("dc", dict(device="tpu")),
+        ("dm", dict(lr_img=float("nan"))),
+        ("dm", dict(iterations=2.5)),
+        ("dm", dict(dsa="color_blur")),
+        ("dm", dict(width=0)),
+        ("dm", dict(ipc=500)),
+    ],
+)
+def test_bad_parameters_raise_typed_errors(name, params, digits):
+    with pytest.raises(InvalidParameterError):
+        get_method(name, **{"ipc": 1, **FAST[name], **params}).fit(digits)
+
+
+def test_registered_and_found_by_name(digits):
+    assert {"dc", "dm"} <= set(list_methods())
+    method = get_method("dc", ipc=1, iterations=2)  # the paper's ConvNet-3 at width 128
+    assert isinstance(method, GradientMatching) and isinstance(get_method("dm"), DistributionMatching)
+    method.progress = False
+    assert len(method.fit(digits).distilled_) == 10
+    with pytest.raises(InvalidParameterError, match="Valid"):
+        get_method("dm", epochs=3)
+
+
+def test_defaults_follow_the_papers():
+    dc, dm = GradientMatching(), DistributionMatching()
+    assert (dc.iterations, dc.lr_img, dc.lr_net, dc.batch_real, dc.batch_train) == (1000, 0.1, 0.01, 256, 256)
+    assert (dm.iterations, dm.lr_img, dm.batch_real, dm.dsa) == (20000, 1.0, 256, "color_crop_cutout_flip_scale_rotate")
+    assert dc.width == dm.width == 128 and dc.depth == dm.depth == 3
+
+
+def test_command_line_distills_with_dm(tmp_path, monkeypatch, capsys):
+    """`devs distill --method dm` end to end; the CLI passes only ipc and seed, so shorten the run here."""
+    shorten = {**FAST["dm"], "iterations": 3}
+    monkeypatch.setattr(cli, "get_method", lambda name, **params: get_method(name, **{**shorten, **params}))
+    out = tmp_path / "dm.safetensors"
+    code = cli.main(["distill", "--method", "dm", "--ipc", "1", "--no-evaluate", "-q", "--out", str(out)])
+    assert code == 0, capsys.readouterr().err
+    result = load_distilled(out)
+    assert len(result) == 10 and result.method == "dm" and result.config["iterations_done"] == 3
