@@ -107,3 +107,13 @@ def test_module_entry_point_and_help():
     assert result.returncode == 0
     for option in ("--dataset", "--ipc", "--method", "--out", "--seed", "--device", "--resume", "--data-root", "--download"):
         assert option in result.stdout
+
+
+def test_distill_json_prints_only_the_run_record(tmp_path, capsys):
+    out = tmp_path / "r.safetensors"
+    code = main(["distill", "--method", "random", "--ipc", "1", "--eval-epochs", "1", "--runs", "1", "--json", "-q",
+                 "--out", str(out)])
+    record = json.loads(capsys.readouterr().out)
+    assert code == 0 and record["file"] == str(out) and record["command"][:2] == ["devs", "distill"]
+    assert record["evaluation"][0]["label"] == "random" and "torch" in record["environment"]
+    assert json.loads(out.with_suffix(".json").read_text()) == record

@@ -13,7 +13,17 @@ from .data import ImageDataset, ImageSplit, list_datasets, load_dataset  # noqa:
 from .errors import DevsError  # noqa: E402
 from .evaluate import EvaluationResult, evaluate, evaluate_random_baseline, evaluate_whole_set, list_protocols  # noqa: E402
 from .io import DistilledSet, load_distilled  # noqa: E402
-from .methods import DEvS, RandomSubset, get_method, list_methods  # noqa: E402
+from .methods import (  # noqa: E402
+    DEvS,
+    DistributionMatching,
+    Forgetting,
+    GradientMatching,
+    Herding,
+    KCenter,
+    RandomSubset,
+    get_method,
+    list_methods,
+)
 from .models import ConvNet, list_models  # noqa: E402
 
 __all__ = [
@@ -21,9 +31,14 @@ __all__ = [
     "DEvS",
     "DevsError",
     "DistilledSet",
+    "DistributionMatching",
     "EvaluationResult",
+    "Forgetting",
+    "GradientMatching",
+    "Herding",
     "ImageDataset",
     "ImageSplit",
+    "KCenter",
     "RandomSubset",
     "evaluate",
     "evaluate_random_baseline",

@@ -1,4 +1,4 @@
-"""The ``devs`` command line: distill, evaluate, list.
+"""The ``devs`` command line: distill, evaluate, list, inspect, export, import, report.
 
 Library code raises DevsError subclasses; this module alone turns them into one-line messages and
 exit codes (1 for errors, 2 for bad usage, 130 for Ctrl-C). ``--debug`` shows tracebacks.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import os
 import sys
 import time
 from pathlib import Path
@@ -21,7 +22,14 @@ from .evaluate import PROTOCOLS, evaluate, evaluate_random_baseline, list_protoc
 from .io import load_distilled
 from .methods import METHODS, get_method, list_methods
 from .reporting import save_grid
-from .runtime import DEVICE_CHOICES, atomic_write_text, check_writable, cuda_peak_memory_mib, peak_memory_mib
+from .runtime import (
+    DEVICE_CHOICES,
+    atomic_write_text,
+    check_writable,
+    cuda_peak_memory_mib,
+    environment,
+    peak_memory_mib,
+)
 
 logger = logging.getLogger("devs")
 
@@ -122,6 +130,7 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
                          help="any parameter of the method, e.g. --param time_budget_s=60 --param iterations=500 "
                          "(see the method's docstring; repeatable)")
+    distill.add_argument("--json", action="store_true", help="print the run record (files, timings, evaluation) as JSON")
     distill.add_argument("--evaluate", action=argparse.BooleanOptionalAction, default=True,
                          help="evaluate the result after distilling (default: on)")
     _add_evaluation_options(distill)
@@ -140,6 +149,40 @@ def build_parser() -> argparse.ArgumentParser:
 
     list_cmd = commands.add_parser("list", help="list datasets, methods, models and protocols")
     list_cmd.add_argument("--json", action="store_true", help="print as JSON")
+
+    inspect_cmd = commands.add_parser("inspect", help="show what a distilled file holds",
+                                      description="Show a distilled file's format, shapes, classes, per-class counts, "
+                                      "label entropy, pixel range, metadata and config.")
+    inspect_cmd.add_argument("file", metavar="FILE", help="a .safetensors file written by devs")
+    inspect_cmd.add_argument("--json", action="store_true", help="print as JSON")
+    _add_common(inspect_cmd)
+
+    export_cmd = commands.add_parser("export", help="write a distilled file as PNGs in class folders plus label files",
+                                     description="Write a distilled file as DIR/<class>/<index>.png plus labels.csv "
+                                     "and labels.json (soft labels and everything needed to rebuild the set).")
+    export_cmd.add_argument("file", metavar="FILE", help="a .safetensors file written by devs")
+    export_cmd.add_argument("--to", required=True, metavar="DIR", help="output folder (must be new or empty)")
+    export_cmd.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier export")
+    _add_common(export_cmd)
+
+    import_cmd = commands.add_parser("import", help="rebuild a distilled file from a folder written by devs export",
+                                     description="Read a folder written by devs export (labels.json and the PNGs it "
+                                     "names), validate it, and write a devs.distilled.v1 .safetensors file.")
+    import_cmd.add_argument("folder", metavar="DIR", help="a folder written by devs export")
+    import_cmd.add_argument("--out", required=True, metavar="FILE.safetensors", help="output file")
+    _add_common(import_cmd)
+
+    report_cmd = commands.add_parser("report", help="write an HTML report of distilled sets and benchmark results",
+                                     description="Write a static HTML page (PNG pictures and CSV tables beside it) with "
+                                     "image grids of distilled sets and of each DEvS stage, accuracy against images per "
+                                     "class, distillation times, and each run's configuration and environment.")
+    report_cmd.add_argument("inputs", nargs="+", metavar="RUN_DIR_OR_FILE",
+                            help="distilled .safetensors files, directories holding them (searched recursively, "
+                            "with their DEvS stage files), or benchmark .jsonl results")
+    report_cmd.add_argument("--out", default="report", metavar="DIR", help="output directory (default: report)")
+    report_cmd.add_argument("--max-per-class", type=int, default=10, metavar="N",
+                            help="images per class shown in each grid (default: 10)")
+    _add_common(report_cmd)
     return parser
 
 
@@ -222,15 +265,20 @@ def _cmd_distill(args: argparse.Namespace) -> int:
                               "stages": getattr(method, "stages_", None),
                               "fit": {k: v for k, v in vars(method).items()  # e.g. iterations_done_ of a budget run
                                       if k.endswith("_") and isinstance(v, (int, float, str))},
-                              "command": sys.argv}
-    print(f"wrote {out} ({len(distilled)} images, {seconds:.1f} s, peak memory {peak_memory_mib():.0f} MiB)")
-    print(f"wrote {grid}")
+                              "command": ["devs", *args.argv], "environment": environment()}
+    say = (lambda text: None) if args.json else print  # --json: the record alone on stdout, for scripts
+    say(f"wrote {out} ({len(distilled)} images, {seconds:.1f} s, peak memory {peak_memory_mib():.0f} MiB)")
+    say(f"wrote {grid}")
     if args.evaluate:
         record["evaluation"] = _run_evaluation(args, distilled, dataset)
-        _print_evaluation(record["evaluation"], PROTOCOLS.get(args.protocol).description)
+        if not args.json:
+            _print_evaluation(record["evaluation"], PROTOCOLS.get(args.protocol).description)
     config_path = out.with_suffix(".json")
-    atomic_write_text(config_path, json.dumps(record, indent=2, default=str) + "\n")
-    print(f"wrote {config_path}")
+    text = json.dumps(record, indent=2, default=str) + "\n"
+    atomic_write_text(config_path, text)
+    say(f"wrote {config_path}")
+    if args.json:
+        print(text, end="")
     return 0
 
 
@@ -263,7 +311,47 @@ def _cmd_list(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"distill": _cmd_distill, "evaluate": _cmd_evaluate, "list": _cmd_list}
+def _cmd_inspect(args: argparse.Namespace) -> int:
+    from .inspection import describe, format_description
+
+    description = {"file": args.file, **describe(load_distilled(args.file))}
+    print(json.dumps(description, indent=2, ensure_ascii=False) if args.json else format_description(description))
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    from .exchange import LABELS_CSV, LABELS_JSON, export_distilled
+
+    distilled = load_distilled(args.file)
+    directory = export_distilled(distilled, args.to, overwrite=args.overwrite)
+    print(f"wrote {directory} ({len(distilled)} PNG images in class folders, {LABELS_CSV}, {LABELS_JSON})")
+    return 0
+
+
+def _cmd_import(args: argparse.Namespace) -> int:
+    from .exchange import import_distilled
+
+    if Path(args.out).suffix != ".safetensors":
+        raise UsageError(f"--out must end in .safetensors; got {args.out}")
+    out = check_writable(args.out)
+    distilled = import_distilled(args.folder)
+    distilled.save(out)
+    print(f"wrote {out} ({len(distilled)} images, {distilled.num_classes} classes)")
+    return 0
+
+
+def _cmd_report(args: argparse.Namespace) -> int:
+    from .report import build_report
+
+    if args.max_per_class < 1:
+        raise UsageError(f"--max-per-class must be at least 1; got {args.max_per_class}")
+    index = build_report(args.inputs, args.out, max_per_class=args.max_per_class)
+    print(f"wrote {index}")
+    return 0
+
+
+COMMANDS = {"distill": _cmd_distill, "evaluate": _cmd_evaluate, "list": _cmd_list,
+            "inspect": _cmd_inspect, "export": _cmd_export, "import": _cmd_import, "report": _cmd_report}
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -271,6 +359,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     debug = "--debug" in argv
     try:
         args = build_parser().parse_args(argv)
+        args.argv = argv  # the run record states the command that made it
         if args.command is None:
             build_parser().print_help()
             return 2
@@ -285,6 +374,9 @@ def main(argv: Sequence[str] | None = None) -> int:
         if debug:
             raise
         print(f"devs: error: {error}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:  # e.g. `devs inspect --json FILE | head`: the reader left, nothing to report
+        sys.stderr = open(os.devnull, "w")  # noqa: SIM115 - silence Python's flush error at exit
         return 1
     except KeyboardInterrupt:
         print("devs: interrupted; finished DEvS stages are kept, rerun with --resume to continue", file=sys.stderr)

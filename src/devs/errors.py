@@ -33,3 +33,7 @@ class DistilledFileError(DevsError):
 
 class OutputError(DevsError):
     """An output path cannot be written."""
+
+
+class ReportError(DevsError):
+    """devs report found nothing it can show in its inputs."""

@@ -1,9 +1,10 @@
-"""Process-level helpers: devices, seeds, atomic writes, peak memory."""
+"""Process-level helpers: devices, seeds, atomic writes, peak memory, the software environment."""
 
 from __future__ import annotations
 
 import contextlib
 import os
+import platform
 import resource
 import sys
 import tempfile
@@ -115,3 +116,14 @@ def cuda_peak_memory_mib() -> float | None:
     if not torch.cuda.is_available() or not torch.cuda.is_initialized():
         return None
     return torch.cuda.max_memory_allocated() / 2**20
+
+
+def environment() -> dict[str, str]:
+    """Python, torch and the machine, as run records and reports state them."""
+    from . import __version__
+
+    info = {"devs": __version__, "python": platform.python_version(), "torch": torch.__version__,
+            "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs"}
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info

@@ -2,7 +2,7 @@
 
 from . import coresets, devs, matching  # noqa: F401  (registration side effect)
 from .base import METHODS, DistillationMethod, get_method, list_methods, register_method
-from .coresets import RandomSubset
+from .coresets import Forgetting, Herding, KCenter, RandomSubset
 from .devs import DEvS
 from .matching import DistributionMatching, GradientMatching
 
@@ -11,7 +11,10 @@ __all__ = [
     "DEvS",
     "DistillationMethod",
     "DistributionMatching",
+    "Forgetting",
     "GradientMatching",
+    "Herding",
+    "KCenter",
     "RandomSubset",
     "get_method",
     "list_methods",
