@@ -97,6 +97,9 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--protocol", default="dc", help=f"evaluation protocol: {', '.join(list_protocols())} (default: dc)")
     parser.add_argument("--runs", type=int, default=3, help="fresh networks to train (default: 3)")
     parser.add_argument("--eval-epochs", type=int, default=None, metavar="E", help="override the protocol's epochs")
+    parser.add_argument("--compile", action="store_true",
+                        help="train with torch.compile: about 1.5x faster on CPU after 20-50 s of compiling; "
+                        "for long runs (also compiles the distillation's extractor training)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also evaluate a random class-balanced real subset of the same size (default: on)")
 
@@ -211,7 +214,7 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
             raise UsageError(f"{', '.join(given)} only apply to --method devs; other methods take --param NAME=VALUE")
     if args.resume and "resume" not in accepted:
         raise UsageError(f"--resume does not apply to --method {args.method}")
-    runtime = {"device": args.device, "resume": args.resume, "progress": not args.quiet}
+    runtime = {"device": args.device, "resume": args.resume, "progress": not args.quiet, "compile": args.compile}
     params.update({key: value for key, value in runtime.items() if key in accepted})
     params.update(dict(args.param))  # get_method rejects names the method does not have
     return params
@@ -220,7 +223,7 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
 def _run_evaluation(args: argparse.Namespace, distilled, dataset) -> list[dict[str, Any]]:
     PROTOCOLS.get(args.protocol)
     common = dict(protocol=args.protocol, runs=args.runs, seed=args.seed, device=args.device,
-                  epochs=args.eval_epochs, progress=not args.quiet)
+                  epochs=args.eval_epochs, progress=not args.quiet, compile=args.compile)
     results = [evaluate(distilled, dataset, **common)]
     if args.baseline:
         results.append(evaluate_random_baseline(dataset, len(distilled), **common))

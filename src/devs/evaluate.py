@@ -130,10 +130,10 @@ def _train_and_test(
     return 100.0 * accuracy(net, dataset.test.images, dataset.test.labels, normalizer, device)
 
 
-def _resolve(protocol: str, runs: int, epochs: int | None) -> tuple[Protocol, TrainRecipe]:
+def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False) -> tuple[Protocol, TrainRecipe]:
     spec = PROTOCOLS.get(protocol)
     check_number("evaluate", "runs", runs, integer=True, low=1)
-    recipe = spec.recipe
+    recipe = spec.recipe.replace(compile=compile)
     if epochs is not None:
         check_number("evaluate", "epochs", epochs, integer=True, low=1)
         recipe = recipe.replace(epochs=epochs)
@@ -162,9 +162,10 @@ def evaluate(
     device: str = "auto",
     epochs: int | None = None,
     progress: bool = True,
+    compile: bool = False,
 ) -> EvaluationResult:
     """Train ``runs`` fresh networks (seeds ``seed + i``) on ``distilled``; test on ``dataset.test``."""
-    spec, recipe = _resolve(protocol, runs, epochs)
+    spec, recipe = _resolve(protocol, runs, epochs, compile)
     check_compatible(distilled, dataset)
     torch_device = resolve_device(device)
     normalizer = Normalizer(distilled.mean, distilled.std, torch_device)
@@ -191,9 +192,10 @@ def evaluate_random_baseline(
     device: str = "auto",
     epochs: int | None = None,
     progress: bool = True,
+    compile: bool = False,
 ) -> EvaluationResult:
     """The same protocol on class-balanced random real subsets of ``size`` images (a new subset per net)."""
-    spec, recipe = _resolve(protocol, runs, epochs)
+    spec, recipe = _resolve(protocol, runs, epochs, compile)
     counts = balanced_counts(size, dataset.num_classes)
     available = torch.bincount(dataset.train.labels, minlength=dataset.num_classes).tolist()
     if any(count > have for count, have in zip(counts, available)):
@@ -215,9 +217,10 @@ def evaluate_whole_set(
     device: str = "auto",
     epochs: int | None = None,
     progress: bool = True,
+    compile: bool = False,
 ) -> EvaluationResult:
     """The same protocol on the whole training set: the ceiling every table shows beside the methods."""
-    spec, recipe = _resolve(protocol, runs, epochs)
+    spec, recipe = _resolve(protocol, runs, epochs, compile)
     torch_device, normalizer, one_hot = _real_training_set(dataset, device)
 
     def train_and_test(net_seed: int) -> float:

@@ -95,7 +95,7 @@ class _TrainedNetCoreset(DistillationMethod):
     Subclasses give ``_scores_per_class`` (or ``_order``): which real images of one class to keep.
     """
 
-    runtime_params = ("device", "checkpoint_dir", "resume", "progress")
+    runtime_params = ("device", "checkpoint_dir", "resume", "progress", "compile")
     default_steps = 400
 
     def __init__(
@@ -109,6 +109,7 @@ class _TrainedNetCoreset(DistillationMethod):
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         progress: bool = True,
+        compile: bool = False,
     ) -> None:
         self.ipc = ipc
         self.epochs = epochs
@@ -118,6 +119,7 @@ class _TrainedNetCoreset(DistillationMethod):
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self.progress = progress
+        self.compile = compile
 
     def _prepare(self, data: Any) -> tuple[TrainingData, int, torch.device, Normalizer]:
         owner = type(self).__name__
@@ -170,7 +172,7 @@ class _FeatureCoreset(_TrainedNetCoreset):
         path = self._extractor_path(data, spec, epochs, "extractor1")
         label = f"{self.name}: train extractor" if self.progress else None
         net = trained_extractor(spec, data.images, data.one_hot(), epochs, self.random_state, normalizer, device,
-                                path=path, reuse=self.resume, progress=label)
+                                path=path, reuse=self.resume, progress=label, compile=self.compile)
         features = extract_features(net, data.images, normalizer, device).to(device)
         self._select(data, lambda cls, members: self._order(features[members.to(device)], self.ipc))
         return self
@@ -236,7 +238,7 @@ class Forgetting(_TrainedNetCoreset):
             counter = ForgettingCounter(data.labels.to(device))
             label = "forgetting: train" if self.progress else None
             trained_extractor(spec, data.images, data.one_hot(), epochs, self.random_state, normalizer, device,
-                              progress=label, on_batch=counter)
+                              progress=label, on_batch=counter, compile=self.compile)
             scores, self.forgetting_counts_ = counter.scores().cpu(), counter.forgotten.cpu()
             if path is not None:
                 with atomic_path(path) as temp_path:

@@ -28,7 +28,8 @@ logger = logging.getLogger(__name__)
 CLUSTERINGS = ("per-class", "global")
 # Parameters that do not change the result, so they stay out of the stage checkpoint key.
 # ipc, schedule and epochs enter a stage's key as that stage's own size and epochs instead.
-_NOT_IN_KEY = {"device", "checkpoint_dir", "resume", "progress", "ipc", "schedule", "epochs", "steps_per_stage"}
+_NOT_IN_KEY = {"device", "checkpoint_dir", "resume", "progress", "compile", "ipc", "schedule", "epochs",
+               "steps_per_stage"}
 
 
 @register_method("devs")
@@ -52,10 +53,11 @@ class DEvS(DistillationMethod):
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed (stage i uses seed + i).
     checkpoint_dir: where each finished stage is saved; with ``resume=True`` a stage whose file
         matches this configuration is loaded instead of recomputed.
+    compile: train the extractors with torch.compile (faster long runs; see TrainRecipe.compile).
     """
 
     name = "devs"
-    runtime_params = ("checkpoint_dir", "resume", "progress")
+    runtime_params = ("checkpoint_dir", "resume", "progress", "compile")
 
     def __init__(
         self,
@@ -85,6 +87,7 @@ class DEvS(DistillationMethod):
         checkpoint_dir: str | Path | None = None,
         resume: bool = False,
         progress: bool = True,
+        compile: bool = False,
     ) -> None:
         self.ipc = ipc
         self.schedule = schedule
@@ -111,6 +114,7 @@ class DEvS(DistillationMethod):
         self.checkpoint_dir = checkpoint_dir
         self.resume = resume
         self.progress = progress
+        self.compile = compile
 
     # ----------------------------------------------------------------------------- validation
     def _resolve_schedule(self, data: TrainingData) -> list[int]:
@@ -240,7 +244,7 @@ class DEvS(DistillationMethod):
         start = time.perf_counter()
         label = f"stage {stage + 1}: train on {len(images)}" if self.progress else None
         net = trained_extractor(ExtractorSpec.of(self), images, targets, epochs, seed, normalizer, device,
-                                path=extractor_path, reuse=self.resume, progress=label)
+                                path=extractor_path, reuse=self.resume, progress=label, compile=self.compile)
         timings["train_s"] = time.perf_counter() - start
 
         start = time.perf_counter()

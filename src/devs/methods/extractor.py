@@ -91,6 +91,7 @@ def trained_extractor(
     reuse: bool = False,
     progress: str | None = None,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    compile: bool = False,
 ) -> nn.Module:
     """A net trained on ``images``/``targets`` with ``spec``; loaded from ``path`` when ``reuse`` and it exists.
 
@@ -101,8 +102,8 @@ def trained_extractor(
         net.load_state_dict(load_file(str(path)))
         logger.info("Reusing the trained extractor %s", path)
         return net.to(device).eval()
-    train_classifier(net, images, targets, spec.recipe(epochs), normalizer, seed, device, progress=progress,
-                     on_batch=on_batch)
+    recipe = spec.recipe(epochs).replace(compile=compile)
+    train_classifier(net, images, targets, recipe, normalizer, seed, device, progress=progress, on_batch=on_batch)
     if path is not None:
         with atomic_path(path) as temp_path:
             save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(temp_path))
