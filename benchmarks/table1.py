@@ -136,10 +136,9 @@ def markdown(rows: list[dict]) -> None:
         gpu = row.get("distill_cuda_peak_memory_mib")
         fit = row.get("fit") or {}
         budget = f"{row['budget_s']} s / {fit.get('iterations_done_', '?')} it" if row.get("budget_s") else ""
+        gpu_text = f"{gpu / 1024:.2f}" if gpu else ""
         print(f"| {row['method']} | {row['ipc']} | {row['distill_wall_time_s']:.1f} | "
-              f"{row['distill_peak_memory_mib'] / 1024:.2f} | {gpu / 1024:.2f} | {budget} |" if gpu else
-              f"| {row['method']} | {row['ipc']} | {row['distill_wall_time_s']:.1f} | "
-              f"{row['distill_peak_memory_mib'] / 1024:.2f} | | {budget} |")
+              f"{row['distill_peak_memory_mib'] / 1024:.2f} | {gpu_text} | {budget} |")
 
 
 def write_csv(rows: list[dict], path: Path) -> None:

@@ -12,11 +12,11 @@ from typing import Any
 import torch
 from safetensors.torch import load_file, save_file
 
-from ..errors import InvalidParameterError, OutputError
+from ..errors import InvalidParameterError
 from ..runtime import atomic_path, make_generator, resolve_device
 from ..train import Normalizer, extract_features
 from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
-from .extractor import ExtractorSpec, epochs_for_steps, fingerprint, trained_extractor
+from .extractor import ExtractorSpec, checkpoint_file, epochs_for_steps, fingerprint, trained_extractor
 
 
 def balanced_counts(total: int, num_classes: int) -> list[int]:
@@ -139,13 +139,8 @@ class _TrainedNetCoreset(DistillationMethod):
     def _extractor_path(self, data: TrainingData, spec: ExtractorSpec, epochs: int, prefix: str) -> Path | None:
         if self.checkpoint_dir is None:
             return None
-        directory = Path(self.checkpoint_dir)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"Cannot create the checkpoint directory {directory}: {error.strerror}; choose a writable path.") from None
         key = spec.key(fingerprint(data.images, data.labels, data.classes), epochs, self.random_state)
-        return directory / f"{prefix}-{key}.safetensors"
+        return checkpoint_file(self.checkpoint_dir, f"{prefix}-{key}.safetensors")
 
     def _select(self, data: TrainingData, order_of_class) -> None:
         """Keep, for each class c, the rows ``order_of_class(c, members)`` of its members."""

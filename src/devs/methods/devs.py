@@ -16,12 +16,19 @@ import numpy as np
 import torch
 
 from ..cluster import KMEANS_BACKENDS, cluster_means, kmeans_assign
-from ..errors import DistilledFileError, InvalidParameterError, OutputError
+from ..errors import DistilledFileError, InvalidParameterError
 from ..io import DistilledSet, load_distilled
 from ..runtime import resolve_device
 from ..train import Normalizer, extract_features
 from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
-from .extractor import ExtractorSpec, content_hash, epochs_for_steps, fingerprint, trained_extractor
+from .extractor import (
+    ExtractorSpec,
+    checkpoint_file,
+    content_hash,
+    epochs_for_steps,
+    fingerprint,
+    trained_extractor,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -301,11 +308,4 @@ class DEvS(DistillationMethod):
         return content_hash({"input": input_key, "params": params})
 
     def _checkpoint_path(self, name: str) -> Path | None:
-        if self.checkpoint_dir is None:
-            return None
-        directory = Path(self.checkpoint_dir)
-        try:
-            directory.mkdir(parents=True, exist_ok=True)
-        except OSError as error:
-            raise OutputError(f"Cannot create the stage directory {directory}: {error.strerror}; choose a writable path.") from None
-        return directory / name
+        return checkpoint_file(self.checkpoint_dir, name)

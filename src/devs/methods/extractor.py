@@ -19,6 +19,7 @@ from safetensors.torch import load_file, save_file
 from torch import nn
 
 from ..models import build_model
+from ..errors import OutputError
 from ..runtime import atomic_path
 from ..train import Normalizer, TrainRecipe, train_classifier
 
@@ -77,6 +78,19 @@ def fingerprint(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[st
     digest.update(labels.numpy().tobytes())
     digest.update(json.dumps(list(classes)).encode())
     return digest.hexdigest()
+
+
+def checkpoint_file(directory: str | Path | None, name: str) -> Path | None:
+    """``directory / name``, creating the directory; None when there is no checkpoint directory."""
+    if directory is None:
+        return None
+    directory = Path(directory)
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise OutputError(f"Cannot create the checkpoint directory {directory}: {error.strerror}; "
+                          "choose a writable path.") from None
+    return directory / name
 
 
 def trained_extractor(
