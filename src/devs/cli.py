@@ -17,6 +17,7 @@ from typing import Any, Sequence
 
 from . import __version__
 from .data import holdout_split, list_datasets, load_dataset
+from .distributed import current_group, init_from_environment, launched_by_torchrun, shutdown
 from .errors import DevsError
 from .evaluate import PROTOCOLS, evaluate, evaluate_random_baseline, list_protocols
 from .io import load_distilled
@@ -175,6 +176,20 @@ def build_parser() -> argparse.ArgumentParser:
     import_cmd.add_argument("--out", required=True, metavar="FILE.safetensors", help="output file")
     _add_common(import_cmd)
 
+    pack_cmd = commands.add_parser("pack", help="write a dataset as an on-disk store for data larger than memory",
+                                   description="Write a dataset (an ImageFolder directory or tarball, streamed one "
+                                   "image at a time; or any registered name or .npz) as a devs.store.v1 folder of uint8 "
+                                   "shards, optionally resized. 'devs distill --dataset DIR' then reads it a batch at a "
+                                   "time, so its float32 images never need to fit in memory.")
+    pack_cmd.add_argument("source", metavar="NAME_OR_PATH", help="a registered dataset, an ImageFolder directory or "
+                          "tarball, or a .npz file")
+    pack_cmd.add_argument("--out", required=True, metavar="DIR", help="the store folder to create")
+    pack_cmd.add_argument("--size", type=int, metavar="PX", help="resize every image to PX x PX pixels (bicubic)")
+    pack_cmd.add_argument("--shard-rows", type=int, default=4096, metavar="N", help="images per shard file (default: 4096)")
+    pack_cmd.add_argument("--data-root", metavar="DIR", help="where a registered dataset's files are")
+    pack_cmd.add_argument("--overwrite", action="store_true", help="replace DIR if it holds an earlier store")
+    _add_common(pack_cmd)
+
     report_cmd = commands.add_parser("report", help="write an HTML report of distilled sets and benchmark results",
                                      description="Write a static HTML page (PNG pictures and CSV tables beside it) with "
                                      "image grids of distilled sets and of each DEvS stage, accuracy against images per "
@@ -259,23 +274,29 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     distilled = method.fit(dataset).distilled_
     seconds = time.perf_counter() - start
-    distilled.save(out)
-    grid = save_grid(distilled, out.with_suffix(".png"))
-    record: dict[str, Any] = {"file": str(out), "grid": str(grid), "dataset": dataset.name, "method": args.method,
-                              "seed": args.seed, "size": len(distilled), "wall_time_s": round(seconds, 2),
+    main_rank = args.group.is_main
+    grid = out.with_suffix(".png")
+    if main_rank:  # under torchrun only rank 0 writes
+        distilled.save(out)
+        grid = save_grid(distilled, grid)
+    record: dict[str, Any] = {"file": str(out), "grid": str(grid), "dataset": dataset.name,
+                              "method": args.method, "seed": args.seed, "size": len(distilled),
+                              "wall_time_s": round(seconds, 2), "processes": args.group.world_size,
                               "peak_memory_mib": round(peak_memory_mib(), 1), "config": distilled.config,
                               "cuda_peak_memory_mib": cuda_peak_memory_mib(),
                               "stages": getattr(method, "stages_", None),
                               "fit": {k: v for k, v in vars(method).items()  # e.g. iterations_done_ of a budget run
                                       if k.endswith("_") and isinstance(v, (int, float, str))},
                               "command": ["devs", *args.argv], "environment": environment()}
-    say = (lambda text: None) if args.json else print  # --json: the record alone on stdout, for scripts
+    say = print if main_rank and not args.json else (lambda text: None)  # --json: the record alone on stdout
     say(f"wrote {out} ({len(distilled)} images, {seconds:.1f} s, peak memory {peak_memory_mib():.0f} MiB)")
     say(f"wrote {grid}")
     if args.evaluate:
         record["evaluation"] = _run_evaluation(args, distilled, dataset)
-        if not args.json:
+        if main_rank and not args.json:
             _print_evaluation(record["evaluation"], PROTOCOLS.get(args.protocol).description)
+    if not main_rank:
+        return 0
     config_path = out.with_suffix(".json")
     text = json.dumps(record, indent=2, default=str) + "\n"
     atomic_write_text(config_path, text)
@@ -290,6 +311,8 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     distilled = load_distilled(args.file)
     dataset = _load(args)
     results = _run_evaluation(args, distilled, dataset)
+    if not args.group.is_main:
+        return 0
     if args.json:
         print(json.dumps({"file": args.file, "dataset": dataset.name, "results": results}, indent=2))
     else:
@@ -353,8 +376,26 @@ def _cmd_report(args: argparse.Namespace) -> int:
     return 0
 
 
-COMMANDS = {"distill": _cmd_distill, "evaluate": _cmd_evaluate, "list": _cmd_list,
-            "inspect": _cmd_inspect, "export": _cmd_export, "import": _cmd_import, "report": _cmd_report}
+def _cmd_pack(args: argparse.Namespace) -> int:
+    from .packing import pack_store
+    from .store import open_store
+
+    if args.shard_rows < 1:
+        raise UsageError(f"--shard-rows must be at least 1; got {args.shard_rows}")
+    out = pack_store(args.source, args.out, size=args.size, shard_rows=args.shard_rows, root=args.data_root,
+                     overwrite=args.overwrite, progress=not args.quiet)
+    meta, _ = open_store(out)
+    c, h, w = meta["image_shape"]
+    float_gib = sum(meta["counts"].values()) * c * h * w * 4 / 2**30
+    print(f"wrote {out}: {meta['counts']['train']} train + {meta['counts']['test']} test images of {c}x{h}x{w} "
+          f"({float_gib:.1f} GiB as float32, read a batch at a time)")
+    return 0
+
+
+COMMANDS = {"distill": _cmd_distill, "evaluate": _cmd_evaluate, "list": _cmd_list, "inspect": _cmd_inspect,
+            "export": _cmd_export, "import": _cmd_import, "pack": _cmd_pack, "report": _cmd_report}
+# Commands that run on every process under torchrun; the others are single-process tools.
+DISTRIBUTED_COMMANDS = ("distill", "evaluate")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -366,6 +407,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.command is None:
             build_parser().print_help()
             return 2
+        group = current_group()
+        if launched_by_torchrun():
+            if args.command not in DISTRIBUTED_COMMANDS:
+                raise UsageError(f"'devs {args.command}' runs in one process; only {' and '.join(DISTRIBUTED_COMMANDS)} "
+                                 "run under torchrun")
+            group = init_from_environment(args.device)
+            if not group.is_main:  # one voice: rank 0 prints, shows progress and writes files
+                args.quiet = True
+        args.group = group
         _configure_logging(getattr(args, "quiet", False))
         return COMMANDS[args.command](args)
     except UsageError as error:
@@ -387,5 +437,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     except MemoryError:
         if debug:
             raise
-        print("devs: error: out of memory; use a smaller dataset or --device cuda", file=sys.stderr)
+        print("devs: error: out of memory; use a smaller dataset, 'devs pack' it into a store, or --device cuda",
+              file=sys.stderr)
         return 1
+    finally:
+        shutdown()

@@ -10,8 +10,10 @@ import logging
 import numpy as np
 import torch
 
+from .distributed import Group
 from .errors import InvalidParameterError
 from .registry import Registry
+from .store import ArrayStore
 
 logger = logging.getLogger(__name__)
 
@@ -90,17 +92,34 @@ def kmeans_assign(
 
 
 def cluster_means(
-    images: torch.Tensor, targets: torch.Tensor, assignments: np.ndarray | torch.Tensor, k: int
+    images: torch.Tensor | ArrayStore,
+    targets: torch.Tensor,
+    assignments: np.ndarray | torch.Tensor,
+    k: int,
+    group: Group | None = None,
+    chunk_rows: int = 1024,
 ) -> tuple[torch.Tensor, torch.Tensor]:
-    """Mean image and mean label row of each of the ``k`` clusters (every cluster must be non-empty)."""
-    index = torch.as_tensor(assignments, dtype=torch.long, device=images.device)
-    counts = torch.bincount(index, minlength=k).to(images.dtype)
+    """Mean image and mean label row of each of the ``k`` clusters (every cluster must be non-empty).
+
+    Running float64 sums over ``chunk_rows`` rows at a time, so ``images`` may be an ArrayStore larger
+    than memory: memory grows with k and the chunk, not with the data set. With an active ``group``
+    each rank sums its own share of the rows and the sums are added across ranks.
+    """
+    group = group or Group()
+    index = torch.as_tensor(assignments, dtype=torch.long).cpu()
+    if len(index) != len(images) or len(index) != len(targets):
+        raise InvalidParameterError(f"{len(images)} images, {len(targets)} label rows and {len(index)} assignments must match.")
+    counts = torch.bincount(index, minlength=k).double()
     if bool((counts == 0).any()):
         raise InvalidParameterError("cluster_means got an empty cluster; assignments must cover all k clusters.")
-    summed_images = torch.zeros((k, *images.shape[1:]), dtype=images.dtype, device=images.device)
-    summed_images.index_add_(0, index, images)
-    summed_targets = torch.zeros((k, targets.shape[1]), dtype=targets.dtype, device=targets.device)
-    summed_targets.index_add_(0, index.to(targets.device), targets)
-    mean_images = summed_images / counts.view(-1, *([1] * (images.dim() - 1)))
-    mean_targets = summed_targets / counts.to(targets.device)[:, None]
-    return mean_images, mean_targets
+    image_sums = torch.zeros((k, *images.shape[1:]), dtype=torch.float64)
+    target_sums = torch.zeros((k, targets.shape[1]), dtype=torch.float64)
+    mine = group.rows(len(index))
+    for start in range(mine.start, mine.stop, chunk_rows):
+        rows = slice(start, min(start + chunk_rows, mine.stop))
+        image_sums.index_add_(0, index[rows], images[rows].cpu().double())
+        target_sums.index_add_(0, index[rows], targets[rows].cpu().double())
+    image_sums, target_sums = group.all_reduce_sum(image_sums), group.all_reduce_sum(target_sums)
+    mean_images = image_sums / counts.view(-1, *([1] * (image_sums.dim() - 1)))
+    mean_targets = target_sums / counts[:, None]
+    return mean_images.float(), mean_targets.float()

@@ -44,6 +44,7 @@ from .download import (
 )
 from .errors import DatasetError, UnknownNameError
 from .registry import Registry
+from .store import ArrayStore, is_store, open_store
 
 logger = logging.getLogger(__name__)
 
@@ -65,7 +66,10 @@ __all__ = [
 
 @dataclass(frozen=True)
 class ImageSplit:
-    """One split: float32 images ``[N, C, H, W]`` in [0, 1] and int64 labels ``[N]``."""
+    """One split: float32 images ``[N, C, H, W]`` in [0, 1] and int64 labels ``[N]``.
+
+    ``images`` is a tensor, or an ``ArrayStore`` (a packed store on disk, read a batch at a time).
+    """
 
     images: torch.Tensor
     labels: torch.Tensor
@@ -106,6 +110,8 @@ class ImageDataset:
 
     def channel_stats(self) -> tuple[list[float], list[float]]:
         """Per-channel mean and (population) std of the train images, in pixel units."""
+        if isinstance(self.train.images, ArrayStore):  # computed once, when the store was packed
+            return list(self.train.images.mean), list(self.train.images.std)
         std, mean = torch.std_mean(self.train.images, dim=(0, 2, 3), correction=0)
         return mean.tolist(), std.tolist()
 
@@ -117,6 +123,11 @@ def holdout_split(dataset: ImageDataset, size: int, seed: int = 0) -> ImageDatas
     """
     from sklearn.model_selection import train_test_split
 
+    if isinstance(dataset.train.images, ArrayStore):
+        raise DatasetError(
+            f"--holdout copies the training images in memory, which a store ({dataset.name!r}) exists to avoid; "
+            "pack a store whose test/ folder holds the validation images instead."
+        )
     labels = dataset.train.labels.numpy()
     if not dataset.num_classes <= size <= len(labels) - dataset.num_classes:
         raise DatasetError(
@@ -189,6 +200,8 @@ def load_dataset(
 def _load_path(path: Path) -> ImageDataset:
     """Dispatch a path on its type: directory, tarball or .npz."""
     lower = path.name.lower()
+    if path.is_dir() and is_store(path):
+        return _load_store(path)
     if path.is_dir():
         return _load_imagefolder(path, path.resolve().name)
     if lower.endswith(".npz"):
@@ -197,6 +210,17 @@ def _load_path(path: Path) -> ImageDataset:
         return _load_imagefolder(path, _stem(path))
     raise DatasetError(
         f"cannot load {path}: not a directory, tarball ({', '.join(_TAR_SUFFIXES)}) or .npz file"
+    )
+
+
+def _load_store(path: Path) -> ImageDataset:
+    """A store written by ``devs pack``: its splits stay on disk and are read a batch at a time."""
+    meta, splits = open_store(path)
+    return ImageDataset(
+        name=str(meta["name"]),
+        classes=tuple(str(c) for c in meta["classes"]),
+        train=ImageSplit(splits["train"], splits["train"].labels),  # type: ignore[arg-type]
+        test=ImageSplit(splits["test"], splits["test"].labels),  # type: ignore[arg-type]
     )
 
 

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import ImageDataset
+from .distributed import current_group
 from .errors import DevsError, InvalidParameterError
 from .io import DistilledSet
 from .methods.base import check_number
@@ -141,15 +142,25 @@ def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False
 
 
 def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progress: bool, train_and_test) -> EvaluationResult:
-    """Call ``train_and_test(seed)`` for seeds ``seed .. seed + runs - 1`` and collect the accuracies."""
-    result = EvaluationResult(label=label, protocol=protocol, size=size)
-    for run in tqdm(range(runs), desc=f"evaluate {label} ({protocol})", disable=None if progress else True, leave=False):
+    """Call ``train_and_test(seed)`` for seeds ``seed .. seed + runs - 1`` and collect the accuracies.
+
+    Under torchrun the nets are independent, so rank r trains nets r, r + world, ...; every rank gets
+    all results back, in seed order.
+    """
+    group = current_group()
+    mine = range(group.rank, runs, group.world_size)
+    done = []
+    bar = tqdm(mine, desc=f"evaluate {label} ({protocol})", disable=None if progress and group.is_main else True, leave=False)
+    for run in bar:
         start = time.perf_counter()
         acc = train_and_test(seed + run)
+        done.append((run, acc, time.perf_counter() - start))
+        logger.info("%s net %d/%d: %.2f%%", label, run + 1, runs, acc)
+    result = EvaluationResult(label=label, protocol=protocol, size=size)
+    for run, acc, seconds in sorted(item for part in group.all_gather_object(done) for item in part):
         result.accuracies.append(acc)
         result.seeds.append(seed + run)
-        result.seconds.append(time.perf_counter() - start)
-        logger.info("%s net %d/%d: %.2f%%", label, run + 1, runs, acc)
+        result.seconds.append(seconds)
     return result
 
 

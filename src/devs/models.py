@@ -37,6 +37,33 @@ def _pool_layer(pooling: str) -> nn.Module:
     return nn.Identity()
 
 
+class ShardedDropout(nn.Dropout):
+    """Dropout whose masks do not depend on how a batch is split across processes.
+
+    The mask is drawn for the whole global batch from torch's (seeded) global RNG and, while
+    ``shard = (global_rows, row_slice)`` is set by a distributed training loop, only this process's rows
+    are kept; so every process, and a single process, use the same mask for the same image.
+    """
+
+    shard: tuple[int, slice] | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training or self.p == 0:
+            return x
+        rows = x.shape[0] if self.shard is None else self.shard[0]
+        keep = torch.empty((rows, *x.shape[1:]), dtype=x.dtype, device=x.device).bernoulli_(1.0 - self.p)
+        if self.shard is not None:
+            keep = keep[self.shard[1]]
+        return x * keep / (1.0 - self.p)
+
+
+def set_row_shard(net: nn.Module, shard: tuple[int, slice] | None) -> None:
+    """Tell every ShardedDropout of ``net`` which rows of a global batch this process computes."""
+    for module in net.modules():
+        if isinstance(module, ShardedDropout):
+            module.shard = shard
+
+
 class ConvNet(nn.Module):
     """``depth`` blocks of conv3x3(width) -> norm -> ReLU -> pool, then a linear classifier.
 
@@ -85,10 +112,10 @@ class ConvNet(nn.Module):
         self.trunk = nn.Sequential(*layers)
         self.feature_dim = width * (self.padded_size[0] // factor) * (self.padded_size[1] // factor)
 
-        head: list[nn.Module] = [nn.Dropout(dropout)]
+        head: list[nn.Module] = [ShardedDropout(dropout)]
         head_in = self.feature_dim
         if bottleneck:
-            head += [nn.Linear(head_in, bottleneck), nn.ReLU(inplace=True), nn.Dropout(dropout)]
+            head += [nn.Linear(head_in, bottleneck), nn.ReLU(inplace=True), ShardedDropout(dropout)]
             head_in = bottleneck
         head.append(nn.Linear(head_in, num_classes))
         self.head = nn.Sequential(*head)

@@ -1,7 +1,8 @@
-"""Training, feature extraction and accuracy for classifiers on whole in-memory tensors.
+"""Training, feature extraction and accuracy for classifiers.
 
 airbench's habits: the data set is one tensor on the device, normalized once, augmented per batch
-with tensor ops; ``train_classifier`` returns the trained net.
+with tensor ops; ``train_classifier`` returns the trained net. A data set larger than memory comes as
+an ArrayStore and is read a batch at a time instead; the rest of the loop is the same.
 """
 
 from __future__ import annotations
@@ -9,8 +10,9 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import logging
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from typing import Callable, Sequence
+from typing import Callable, Iterator, Sequence
 
 import numpy as np
 import torch
@@ -19,8 +21,11 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from .augment import mixup, random_flip, random_shift
+from .distributed import Group
 from .errors import InvalidParameterError
+from .models import set_row_shard
 from .runtime import isolated_rng, make_generator
+from .store import ArrayStore
 
 logger = logging.getLogger(__name__)
 
@@ -78,7 +83,7 @@ def _autocast(precision: str, device: torch.device):
 
 def train_classifier(
     net: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | ArrayStore,
     targets: torch.Tensor,
     recipe: TrainRecipe,
     normalizer: Normalizer,
@@ -86,17 +91,24 @@ def train_classifier(
     device: torch.device,
     progress: str | None = None,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
+    group: Group | None = None,
 ) -> nn.Module:
     """Train ``net`` on ``images`` (pixel units) and ``targets`` (probability rows) with ``recipe``.
 
-    Soft targets use cross-entropy against probabilities. ``on_batch(index, logits)``, if given, sees the
-    row indices of every training batch and the net's (detached) logits on it, as trained (augmented).
-    Returns the net in eval mode.
+    ``images`` is a tensor (normalized once, kept on the device) or an ArrayStore (read a batch at a
+    time, the next batch read in a background thread). Soft targets use cross-entropy against
+    probabilities. ``on_batch(index, logits)``, if given, sees the row indices of every training batch
+    and the net's (detached) logits on it, as trained (augmented). With an active ``group`` (torchrun),
+    every rank builds the same global batch and computes its own rows under DistributedDataParallel;
+    the result equals a single process's up to float rounding. Returns the net in eval mode.
     """
     if len(images) != len(targets):
         raise InvalidParameterError(f"{len(images)} images but {len(targets)} label rows.")
+    group = group or Group()
+    if group.active and on_batch is not None:
+        raise InvalidParameterError("on_batch hooks see whole batches; they are not available in distributed training.")
     net = net.to(device)
-    data = normalizer(images.to(device))
+    rows = _TrainingRows(images, normalizer, device)
     targets = targets.to(device, torch.float32)
     generator = make_generator(seed, device if device.type == "cuda" else "cpu")
     beta_rng = np.random.default_rng(seed)
@@ -106,40 +118,99 @@ def train_classifier(
     drop_epoch = int(recipe.epochs * recipe.lr_drop_at)
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[drop_epoch], gamma=0.1)
     net.train()
-    model = torch.compile(net) if recipe.compile else net  # shares net's parameters
+    if group.active:
+        ids = [torch.cuda.current_device()] if device.type == "cuda" else None
+        model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
+    else:
+        model = torch.compile(net) if recipe.compile else net  # shares net's parameters
+    step = _Step(net, model, optimizer, recipe, group, on_batch)
     with isolated_rng(seed, device):  # dropout masks come from the global RNG
-        _run_epochs(model, data, targets, recipe, optimizer, scheduler, generator, beta_rng, progress, on_batch)
+        _run_epochs(step, rows, targets, recipe, scheduler, generator, beta_rng, progress)
+    set_row_shard(net, None)
     net.eval()
     return net
 
 
-def _run_epochs(net, data, targets, recipe, optimizer, scheduler, generator, beta_rng, progress, on_batch) -> None:
-    n = len(data)
+class _TrainingRows:
+    """The training images as the loop reads them: normalized, on the device, a batch of rows at a time."""
+
+    def __init__(self, images: torch.Tensor | ArrayStore, normalizer: Normalizer, device: torch.device) -> None:
+        self.store = images if isinstance(images, ArrayStore) else None
+        self.data = None if self.store is not None else normalizer(images.to(device))
+        self.normalizer, self.device = normalizer, device
+
+    def __len__(self) -> int:
+        return len(self.store if self.store is not None else self.data)
+
+    def batches(self, indices: list[torch.Tensor]) -> Iterator[torch.Tensor]:
+        if self.store is None:
+            yield from (self.data[index] for index in indices)
+            return
+        with ThreadPoolExecutor(max_workers=1) as pool:  # read batch i + 1 while batch i trains
+            pending = [pool.submit(self.store.__getitem__, index.cpu()) for index in indices[:1]]
+            for i in range(len(indices)):
+                pixels = pending.pop().result()
+                if i + 1 < len(indices):
+                    pending.append(pool.submit(self.store.__getitem__, indices[i + 1].cpu()))
+                yield self.normalizer(pixels.to(self.device, non_blocking=True))
+
+
+class _Step:
+    """One optimizer step on a global batch: all of it in one process, or this rank's rows under DDP."""
+
+    def __init__(self, net, model, optimizer, recipe, group: Group, on_batch) -> None:
+        self.net, self.model, self.optimizer, self.recipe = net, model, optimizer, recipe
+        self.group, self.on_batch = group, on_batch
+
+    def __call__(self, index: torch.Tensor, batch: torch.Tensor, batch_targets: torch.Tensor) -> torch.Tensor:
+        if self.group.active:
+            mine = self.group.rows(len(batch))
+            # A rank without rows in a short last batch still joins DDP's gradient exchange, with weight 0.
+            weight = 1.0 if mine.stop > mine.start else 0.0
+            mine = mine if weight else slice(0, 1)
+            set_row_shard(self.net, (len(batch), mine))
+            with _autocast(self.recipe.precision, batch.device):
+                logits = self.model(batch[mine])
+            # DDP averages gradients over ranks: scale so the average is the mean over the global batch.
+            scale = weight * self.group.world_size / len(batch)
+            loss = F.cross_entropy(logits.float(), batch_targets[mine], reduction="sum") * scale
+        else:
+            with _autocast(self.recipe.precision, batch.device):
+                logits = self.model(batch)
+            if self.on_batch is not None:
+                self.on_batch(index, logits.detach())
+            loss = F.cross_entropy(logits.float(), batch_targets)
+        self.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.optimizer.step()
+        return loss.detach()
+
+
+def _run_epochs(step: _Step, rows: _TrainingRows, targets, recipe, scheduler, generator, beta_rng, progress) -> None:
+    n = len(rows)
     batch_size = min(recipe.batch_size, n)
-    device = data.device
+    device = targets.device
     bar = tqdm(range(recipe.epochs), desc=progress, disable=None if progress else True, leave=False, unit="epoch")
     for _ in bar:
         order = torch.randperm(n, generator=generator, device=generator.device).to(device)
+        indices = list(order.split(batch_size))
         epoch_loss = torch.zeros((), device=device)
-        for start in range(0, n, batch_size):
-            index = order[start : start + batch_size]
-            batch, batch_targets = data[index], targets[index]
+        for index, batch in zip(indices, rows.batches(indices)):
+            batch_targets = targets[index]
             batch = random_shift(batch, recipe.max_shift, generator)
             if recipe.flip:
                 batch = random_flip(batch, generator)
             batch, batch_targets = mixup(batch, batch_targets, recipe.mixup_alpha, generator, beta_rng)
-            with _autocast(recipe.precision, device):
-                logits = net(batch)
-            if on_batch is not None:
-                on_batch(index, logits.detach())
-            loss = F.cross_entropy(logits.float(), batch_targets)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            epoch_loss += loss.detach() * len(index)  # no host sync per batch
+            epoch_loss += step(index, batch, batch_targets) * len(index)  # no host sync per batch
         scheduler.step()
         if not bar.disable:
             bar.set_postfix(loss=f"{float(epoch_loss) / n:.3f}")
+
+
+def inference_batch_size(images: torch.Tensor | ArrayStore) -> int:
+    """Images per inference batch: about half a million pixels (1,024 at 32 px, 32 at 128 px), which
+    bounds the activations' memory whatever the image size."""
+    return max(1, min(1024, 2**19 // (images.shape[-1] * images.shape[-2])))
 
 
 @torch.no_grad()
@@ -158,16 +229,36 @@ def _batched(
 
 def extract_features(
     net: nn.Module,
-    images: torch.Tensor,
+    images: torch.Tensor | ArrayStore,
     normalizer: Normalizer,
     device: torch.device,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     precision: str = "fp32",
     progress: str | None = None,
-) -> torch.Tensor:
-    """Flattened trunk features of ``images``, float32 on the CPU."""
+    group: Group | None = None,
+) -> torch.Tensor | None:
+    """Flattened trunk features of ``images``, float32 on the CPU.
+
+    ``batch_size`` defaults to as many images as make about half a million pixels (1,024 at 32 px,
+    32 at 128 px), which bounds the activations' memory. With an active ``group`` each rank computes its
+    share of every chunk and the main rank gets all features in order (the other ranks get None).
+    """
     net.eval()
-    return _batched(net.features, images, normalizer, device, batch_size, precision, progress)
+    batch_size = batch_size or inference_batch_size(images)
+    group = group or Group()
+    if not group.active:
+        return _batched(net.features, images, normalizer, device, batch_size, precision, progress)
+    chunk = batch_size * group.world_size
+    pieces = []
+    for start in tqdm(range(0, len(images), chunk), desc=progress, disable=None if progress and group.is_main else True,
+                      leave=False, unit="chunk"):
+        total = min(chunk, len(images) - start)
+        mine = group.rows(total)
+        empty = mine.stop == mine.start  # a short last chunk: compute one row to learn the shape, send none
+        rows = slice(start, start + 1) if empty else slice(start + mine.start, start + mine.stop)
+        local = _batched(net.features, images[rows], normalizer, device, batch_size, precision)
+        pieces.append(group.gather_rows(local[:0] if empty else local, total))
+    return torch.cat(pieces) if group.is_main else None
 
 
 def predict_logits(
@@ -175,11 +266,11 @@ def predict_logits(
     images: torch.Tensor,
     normalizer: Normalizer,
     device: torch.device,
-    batch_size: int = 1024,
+    batch_size: int | None = None,
     precision: str = "fp32",
 ) -> torch.Tensor:
     net.eval()
-    return _batched(net, images, normalizer, device, batch_size, precision)
+    return _batched(net, images, normalizer, device, batch_size or inference_batch_size(images), precision)
 
 
 def accuracy(

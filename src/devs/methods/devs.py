@@ -18,7 +18,9 @@ import torch
 from ..cluster import KMEANS_BACKENDS, cluster_means, kmeans_assign
 from ..errors import DistilledFileError, InvalidParameterError
 from ..io import DistilledSet, load_distilled
+from ..distributed import Group, current_group
 from ..runtime import resolve_device
+from ..store import ArrayStore
 from ..train import Normalizer, extract_features
 from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
 from .extractor import (
@@ -178,6 +180,7 @@ class DEvS(DistillationMethod):
         schedule = self._resolve_schedule(data)
         epochs = self._resolve_epochs(data, schedule)
         device = resolve_device(self.device)
+        group = current_group()  # several processes under torchrun; one otherwise
         normalizer = Normalizer(data.mean, data.std, device)
         input_key = fingerprint(data.images, data.labels, data.classes)  # identifies the current stage's input
         images, targets = data.images, data.one_hot()
@@ -193,7 +196,8 @@ class DEvS(DistillationMethod):
             extractor_key = ExtractorSpec.of(self).key(input_key, stage_epochs, seed)
             extractor_path = self._checkpoint_path(f"extractor{stage + 1}-{extractor_key}.safetensors")
             input_key = key
-            finished = self._load_finished_stage(path, key) if self.resume else None
+            # The main rank decides what is resumed, so all ranks take the same path.
+            finished = group.broadcast_object(self._load_finished_stage(path, key) if self.resume and group.is_main else None)
             if finished is not None:
                 images, targets = finished.images, finished.labels
                 self.stages_.append({**finished.config["stage"], "resumed": True})
@@ -201,11 +205,11 @@ class DEvS(DistillationMethod):
                 logger.info("Stage %d: resumed from %s", stage + 1, path)
                 continue
             images, targets, assignments, record = self._run_stage(
-                data, images, targets, stage, stage_ipc, stage_epochs, seed, normalizer, device, extractor_path
+                data, images, targets, stage, stage_ipc, stage_epochs, seed, normalizer, device, extractor_path, group
             )
             self.stages_.append(record)
             self.assignments_.append(assignments)
-            if path is not None:
+            if path is not None and group.is_main:
                 stage_set = self._result(data, images, targets, seed)
                 stage_set.config.update({"stage_key": key, "stage": record})
                 stage_set.save(path)
@@ -237,7 +241,7 @@ class DEvS(DistillationMethod):
     def _run_stage(
         self,
         data: TrainingData,
-        images: torch.Tensor,
+        images: torch.Tensor | ArrayStore,
         targets: torch.Tensor,
         stage: int,
         stage_ipc: int,
@@ -246,38 +250,42 @@ class DEvS(DistillationMethod):
         normalizer: Normalizer,
         device: torch.device,
         extractor_path: Path | None,
+        group: Group,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
         timings: dict[str, float] = {}
+        show = self.progress and group.is_main
         start = time.perf_counter()
-        label = f"stage {stage + 1}: train on {len(images)}" if self.progress else None
         net = trained_extractor(ExtractorSpec.of(self), images, targets, epochs, seed, normalizer, device,
-                                path=extractor_path, reuse=self.resume, progress=label, compile=self.compile)
+                                path=extractor_path, reuse=self.resume, compile=self.compile, group=group,
+                                progress=f"stage {stage + 1}: train on {len(images)}" if show else None)
         timings["train_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        label = f"stage {stage + 1}: features" if self.progress else None
-        features = extract_features(net, images, normalizer, device, progress=label).numpy()
+        features = extract_features(net, images, normalizer, device, group=group,
+                                    progress=f"stage {stage + 1}: features" if show else None)
         timings["features_s"] = time.perf_counter() - start
 
+        # Clustering runs once, on the main rank; its assignments go to every rank.
         start = time.perf_counter()
-        groups = self._cluster(features, targets, stage_ipc, data.num_classes, seed)
+        k_total = stage_ipc * data.num_classes
+        output_index = torch.empty(len(images), dtype=torch.long)
+        if group.is_main:
+            offset = 0
+            for members, assignments, k in self._cluster(features.numpy(), targets, stage_ipc, data.num_classes, seed):
+                output_index[members] = torch.as_tensor(assignments, dtype=torch.long) + offset
+                offset += k
+        output_index = group.broadcast(output_index)
+        del features
         timings["cluster_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        new_images, new_targets = [], []
-        output_index = torch.empty(len(images), dtype=torch.long)
-        for members, assignments, k in groups:
-            group_images, group_targets = cluster_means(images[members], targets[members], assignments, k)
-            output_index[members] = torch.as_tensor(assignments, dtype=torch.long) + sum(len(x) for x in new_images)
-            new_images.append(group_images)
-            new_targets.append(group_targets)
-        images, targets = torch.cat(new_images), torch.cat(new_targets)
+        images, targets = cluster_means(images, targets, output_index, k_total, group=group)
         targets = targets / targets.sum(1, keepdim=True)  # guard against rounding drift
         timings["average_s"] = time.perf_counter() - start
 
-        record = {"stage": stage + 1, "input_size": len(features), "output_size": len(images), "epochs": epochs,
+        record = {"stage": stage + 1, "input_size": len(output_index), "output_size": len(images), "epochs": epochs,
                   **{name: round(value, 3) for name, value in timings.items()}}
-        logger.info("Stage %d: %d -> %d images (%s)", stage + 1, len(features), len(images),
+        logger.info("Stage %d: %d -> %d images (%s)", stage + 1, len(output_index), len(images),
                     ", ".join(f"{name} {value:.1f}s" for name, value in timings.items()))
         return images, targets, output_index, record
 

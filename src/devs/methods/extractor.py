@@ -20,7 +20,9 @@ from torch import nn
 
 from ..models import build_model
 from ..errors import OutputError
+from ..distributed import Group
 from ..runtime import atomic_path
+from ..store import ArrayStore
 from ..train import Normalizer, TrainRecipe, train_classifier
 
 logger = logging.getLogger(__name__)
@@ -71,10 +73,11 @@ def content_hash(value: Any) -> str:
     return hashlib.sha256(json.dumps(value, sort_keys=True, default=str).encode()).hexdigest()[:16]
 
 
-def fingerprint(images: torch.Tensor, labels: torch.Tensor, classes: Sequence[str]) -> str:
+def fingerprint(images: torch.Tensor | ArrayStore, labels: torch.Tensor, classes: Sequence[str]) -> str:
     """A content hash of a labelled set, so a checkpoint is never reused for other data."""
     digest = hashlib.blake2b(digest_size=16)
-    digest.update(images.numpy().tobytes())
+    # A store's digest covers its bytes (computed once, when it was packed); reading 10 GB again is too slow.
+    digest.update(images.digest.encode() if isinstance(images, ArrayStore) else images.numpy().tobytes())
     digest.update(labels.numpy().tobytes())
     digest.update(json.dumps(list(classes)).encode())
     return digest.hexdigest()
@@ -106,19 +109,24 @@ def trained_extractor(
     progress: str | None = None,
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     compile: bool = False,
+    group: Group | None = None,
 ) -> nn.Module:
     """A net trained on ``images``/``targets`` with ``spec``; loaded from ``path`` when ``reuse`` and it exists.
 
-    A freshly trained net is saved to ``path`` (atomically) when one is given.
+    A freshly trained net is saved to ``path`` (atomically, by the main rank only) when one is given.
+    With an active ``group`` the net trains under DistributedDataParallel.
     """
+    group = group or Group()
     net = spec.build(images, targets.shape[1], seed)
-    if reuse and path is not None and path.exists():
+    # The main rank decides about reuse (a checkpoint_dir shared by all ranks is assumed).
+    if group.broadcast_object(reuse and path is not None and path.exists()):
         net.load_state_dict(load_file(str(path)))
         logger.info("Reusing the trained extractor %s", path)
         return net.to(device).eval()
     recipe = spec.recipe(epochs).replace(compile=compile)
-    train_classifier(net, images, targets, recipe, normalizer, seed, device, progress=progress, on_batch=on_batch)
-    if path is not None:
+    train_classifier(net, images, targets, recipe, normalizer, seed, device, progress=progress, on_batch=on_batch,
+                     group=group)
+    if path is not None and group.is_main:
         with atomic_path(path) as temp_path:
             save_file({k: v.detach().cpu().contiguous() for k, v in net.state_dict().items()}, str(temp_path))
     return net

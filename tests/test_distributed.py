@@ -1,0 +1,75 @@
+"""torchrun: 2 CPU processes (gloo) give the single-process result, and only rank 0 writes."""
+
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+import torch
+
+from devs.distributed import Group
+from devs.io import load_distilled
+
+DISTILL = ["distill", "--dataset", "digits", "--ipc", "2", "--schedule", "6,2", "--epochs", "2,3",
+           "--param", "width=16", "--device", "cpu", "--no-evaluate", "-q"]
+
+
+def _devs(args, processes=1, timeout=300):
+    """Run the devs CLI in one process, or in ``processes`` processes under torchrun (standalone, gloo)."""
+    launcher = [sys.executable, "-m", "devs"] if processes == 1 else [
+        sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={processes}", "-m", "devs"]
+    # One thread per process either way, so the two runs differ only in how rows are split.
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}
+    done = subprocess.run([*launcher, *args], capture_output=True, text=True, timeout=timeout, env=env)
+    assert done.returncode == 0, done.stderr[-3000:]
+    return done
+
+
+def test_rows_split_every_size_into_contiguous_near_equal_shares():
+    for total in range(0, 23):
+        for world in range(1, 6):
+            shares = [Group(rank, world).rows(total) for rank in range(world)]
+            assert shares[0].start == 0 and shares[-1].stop == total
+            assert all(a.stop == b.start for a, b in zip(shares, shares[1:]))
+            sizes = [s.stop - s.start for s in shares]
+            assert max(sizes) - min(sizes) <= 1
+
+
+@pytest.fixture(scope="module")
+def single_and_two_process_runs(tmp_path_factory):
+    root = tmp_path_factory.mktemp("torchrun")
+    one, two = root / "one.safetensors", root / "two.safetensors"
+    _devs([*DISTILL, "--out", str(one)])
+    done = _devs([*DISTILL, "--out", str(two)], processes=2)
+    return one, two, done
+
+
+def test_two_processes_match_one(single_and_two_process_runs):
+    one, two, _ = single_and_two_process_runs
+    a, b = load_distilled(one), load_distilled(two)
+    assert a.config == b.config and a.classes == b.classes
+    # Same batches, augmentations and dropout masks on both; only float summation order differs.
+    assert torch.allclose(a.labels, b.labels, atol=1e-5)
+    assert torch.allclose(a.images, b.images, atol=1e-4), float((a.images - b.images).abs().max())
+
+
+def test_only_rank_zero_writes(single_and_two_process_runs):
+    _, two, done = single_and_two_process_runs
+    assert done.stdout.count(f"wrote {two} ") == 1
+    record = json.loads(two.with_suffix(".json").read_text())
+    assert record["processes"] == 2
+    stage_files = sorted(p.name for p in two.with_suffix(".stages").iterdir())
+    assert len([name for name in stage_files if name.startswith("stage")]) == 2
+    assert not [name for name in stage_files if ".tmp" in name]
+
+
+def test_evaluation_nets_are_spread_over_processes(single_and_two_process_runs):
+    one, _, _ = single_and_two_process_runs
+    args = ["evaluate", str(one), "--dataset", "digits", "--runs", "3", "--eval-epochs", "3", "--device", "cpu",
+            "--no-baseline", "--json", "-q"]
+    single = json.loads(_devs(args).stdout)["results"][0]
+    spread = json.loads(_devs(args, processes=2).stdout)["results"][0]
+    assert spread["seeds"] == single["seeds"] == [0, 1, 2]
+    # each net is trained whole in one process: the same nets, up to float rounding
+    assert spread["accuracies"] == pytest.approx(single["accuracies"], abs=0.5)
