@@ -152,3 +152,14 @@ def test_cli_pack_then_distill_from_the_store(tmp_path, capsys):
     record = json.loads(capsys.readouterr().out)
     assert record["size"] == 10 and record["evaluation"][0]["size"] == 10
     assert main(["pack", "digits", "--out", str(tmp_path / "digits-store")]) == 1
+
+
+def test_pixel_matching_reads_real_images_from_a_store(toy_and_store):
+    from devs import get_method
+
+    toy, path = toy_and_store
+    params = dict(ipc=1, iterations=2, width=8, depth=2, progress=False)
+    for name in ("dc", "dm"):
+        in_memory = get_method(name, **params).fit(toy).distilled_
+        streamed = get_method(name, **params).fit(load_dataset(path)).distilled_
+        assert torch.allclose(in_memory.images, streamed.images, atol=1e-5), name

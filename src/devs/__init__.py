@@ -10,11 +10,13 @@
 __version__ = "0.1.0"
 
 from .data import ImageDataset, ImageSplit, list_datasets, load_dataset  # noqa: E402
+from .packing import pack_store  # noqa: E402
 from .errors import DevsError  # noqa: E402
 from .evaluate import EvaluationResult, evaluate, evaluate_random_baseline, evaluate_whole_set, list_protocols  # noqa: E402
 from .io import DistilledSet, load_distilled  # noqa: E402
 from .methods import (  # noqa: E402
     DEvS,
+    DEvSPlus,
     DistributionMatching,
     Forgetting,
     GradientMatching,
@@ -29,6 +31,7 @@ from .models import ConvNet, list_models  # noqa: E402
 __all__ = [
     "ConvNet",
     "DEvS",
+    "DEvSPlus",
     "DevsError",
     "DistilledSet",
     "DistributionMatching",
@@ -41,6 +44,7 @@ __all__ = [
     "KCenter",
     "RandomSubset",
     "evaluate",
+    "pack_store",
     "evaluate_random_baseline",
     "evaluate_whole_set",
     "get_method",

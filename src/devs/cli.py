@@ -221,12 +221,12 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
     devs_only = {"schedule": args.schedule, "clustering": args.clustering}
     if args.epochs is not None:
         devs_only["epochs"] = args.epochs[0] if len(args.epochs) == 1 else args.epochs
-    if args.method == "devs":
+    if {"schedule", "clustering", "epochs"} <= accepted:  # DEvS and its variants
         params.update({key: value for key, value in devs_only.items() if value is not None})
     else:
         given = [f"--{key}" for key, value in devs_only.items() if value is not None]
         if given:
-            raise UsageError(f"{', '.join(given)} only apply to --method devs; other methods take --param NAME=VALUE")
+            raise UsageError(f"{', '.join(given)} only apply to --method devs and devs+; other methods take --param NAME=VALUE")
     if args.resume and "resume" not in accepted:
         raise UsageError(f"--resume does not apply to --method {args.method}")
     runtime = {"device": args.device, "resume": args.resume, "progress": not args.quiet, "compile": args.compile}

@@ -45,8 +45,11 @@ def _faiss_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_
             "The faiss k-means backend needs the faiss package: pip install faiss-cpu (or faiss-gpu)."
         ) from None
     # faiss subsamples to max_points_per_centroid * k points and fixes seed=1234 unless told otherwise.
+    # faiss-gpu builds cluster on the GPU when one is visible; faiss-cpu builds report no GPUs.
+    on_gpu = bool(getattr(faiss, "get_num_gpus", lambda: 0)())
     kmeans = faiss.Kmeans(
-        features.shape[1], k, niter=min(max_iter, 50), seed=seed, max_points_per_centroid=len(features), verbose=False
+        features.shape[1], k, niter=min(max_iter, 50), seed=seed, max_points_per_centroid=len(features),
+        verbose=False, gpu=on_gpu,
     )
     kmeans.train(features)
     _, assignments = kmeans.index.search(features, 1)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -39,6 +40,16 @@ CLUSTERINGS = ("per-class", "global")
 # ipc, schedule and epochs enter a stage's key as that stage's own size and epochs instead.
 _NOT_IN_KEY = {"device", "checkpoint_dir", "resume", "progress", "compile", "ipc", "schedule", "epochs",
                "steps_per_stage"}
+
+
+@dataclass(frozen=True)
+class StageContext:
+    """What a stage has at hand when it builds its representatives (features exist on the main rank only)."""
+
+    net: torch.nn.Module
+    features: torch.Tensor | None
+    normalizer: Normalizer
+    device: torch.device
 
 
 @register_method("devs")
@@ -213,7 +224,9 @@ class DEvS(DistillationMethod):
                 stage_set = self._result(data, images, targets, seed)
                 stage_set.config.update({"stage_key": key, "stage": record})
                 stage_set.save(path)
-        order = torch.argsort(targets.argmax(1), stable=True)
+        # Per-class clustering already gives class-major output (ipc rows per class, in class order), even
+        # where a soft label's largest entry is another class; global clustering is sorted by that entry.
+        order = torch.arange(len(targets)) if self.clustering == "per-class" else torch.argsort(targets.argmax(1), stable=True)
         if self.assignments_[-1] is not None:  # follow the final reordering by class
             self.assignments_[-1] = torch.argsort(order)[self.assignments_[-1]]
         self.distilled_ = self._result(data, images[order], targets[order], self.random_state)
@@ -275,11 +288,11 @@ class DEvS(DistillationMethod):
                 output_index[members] = torch.as_tensor(assignments, dtype=torch.long) + offset
                 offset += k
         output_index = group.broadcast(output_index)
-        del features
         timings["cluster_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        images, targets = cluster_means(images, targets, output_index, k_total, group=group)
+        images, targets = self._representatives(images, targets, output_index, k_total, group,
+                                                StageContext(net, features, normalizer, device))
         targets = targets / targets.sum(1, keepdim=True)  # guard against rounding drift
         timings["average_s"] = time.perf_counter() - start
 
@@ -288,6 +301,11 @@ class DEvS(DistillationMethod):
         logger.info("Stage %d: %d -> %d images (%s)", stage + 1, len(output_index), len(images),
                     ", ".join(f"{name} {value:.1f}s" for name, value in timings.items()))
         return images, targets, output_index, record
+
+    def _representatives(self, images, targets, output_index: torch.Tensor, k: int, group: Group,
+                         context: "StageContext") -> tuple[torch.Tensor, torch.Tensor]:
+        """The images and label rows that replace each cluster: the paper's plain means."""
+        return cluster_means(images, targets, output_index, k, group=group)
 
     def _cluster(self, features: np.ndarray, targets: torch.Tensor, ipc: int, num_classes: int, seed: int):
         """Yield (member indices, cluster assignments, k) for each group that is clustered on its own."""

@@ -33,6 +33,7 @@ from ..dsa import DEFAULT_STRATEGY, parse_strategy, sample_siamese
 from ..errors import InvalidParameterError
 from ..models import build_model
 from ..runtime import make_generator, resolve_device
+from ..store import ArrayStore
 from ..train import Normalizer
 from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
 
@@ -73,8 +74,11 @@ def gradient_distance(real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor])
 class ClassSampler:
     """Random real images of one class (the official ``get_images``), drawn from a local generator."""
 
-    def __init__(self, images: torch.Tensor, labels: torch.Tensor, num_classes: int, generator: torch.Generator):
-        self.images = images  # normalised, on the device
+    def __init__(self, images: torch.Tensor | ArrayStore, labels: torch.Tensor, num_classes: int,
+                 generator: torch.Generator, normalizer: Normalizer):
+        # A tensor is normalised once and kept on the device; a store is read (and normalised) per draw.
+        self.images = images if isinstance(images, ArrayStore) else normalizer(images)
+        self.normalizer = normalizer
         self.members = [torch.nonzero(labels == cls).flatten() for cls in range(num_classes)]  # on the CPU
         self.generator = generator
 
@@ -83,6 +87,8 @@ class ClassSampler:
         members = self.members[cls]
         # The permutation is drawn on the CPU so that CPU and GPU runs use the same stream.
         chosen = members[torch.randperm(len(members), generator=self.generator)[:count]]
+        if isinstance(self.images, ArrayStore):
+            return self.normalizer(self.images[chosen])
         return self.images[chosen.to(self.images.device)]
 
 
@@ -179,7 +185,7 @@ class _PixelMatching(DistillationMethod):
     def _initial_state(self, data: TrainingData, normalizer: Normalizer, device: torch.device) -> MatchingState:
         """Synthetic images initialised from distinct random real images of each class (init='real')."""
         generator = make_generator(self.random_state)
-        sampler = ClassSampler(normalizer(data.images), data.labels, data.num_classes, generator)
+        sampler = ClassSampler(data.images, data.labels, data.num_classes, generator, normalizer)
         images = torch.cat([sampler.sample(cls, self.ipc) for cls in range(data.num_classes)])
         labels = torch.arange(data.num_classes, device=device).repeat_interleave(self.ipc)
         return MatchingState(images.detach().clone().requires_grad_(True), labels, self.ipc, data.num_classes,

@@ -1,0 +1,137 @@
+"""devs+: DEvS with three additions the paper's authors point to, each switchable and measured.
+
+1. Teacher soft labels (``label_mix``, ``temperature``): each cluster's label row mixes the average of its
+   members' one-hot rows (the paper) with the average of the stage extractor's predictions on those
+   members, softmax(logits / temperature). The labels stay one row per image; no teacher is needed when
+   the distilled set is used.
+2. Anchored representatives (``anchor``): each image is (1 - anchor) x the cluster mean + anchor x the
+   cluster's medoid (the member nearest the cluster's centroid in feature space): sharper than a mean of
+   hundreds of images, still a summary of the cluster.
+3. Distribution-matching fine-tuning (``finetune_iterations``): DM (Zhao & Bilen) started from the DEvS
+   images instead of random real ones, for a few iterations; labels are kept.
+With every addition off (``label_mix=0, anchor=0, finetune_iterations=0``) devs+ is DEvS.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from ..cluster import cluster_means
+from ..distributed import Group
+from ..errors import InvalidParameterError
+from .base import as_training_data, check_number, register_method
+from .devs import DEvS, StageContext
+from .matching import DistributionMatching
+
+PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr")
+
+
+@register_method("devs+")
+class DEvSPlus(DEvS):
+    """DEvS plus teacher soft labels, anchored representatives and DM fine-tuning (see the module doc).
+
+    Parameters (besides every DEvS parameter)
+    ----------
+    label_mix: weight in [0, 1] of the extractor's averaged predictions in each label row.
+    temperature: softmax temperature (> 0) of those predictions.
+    anchor: weight in [0, 1] of the cluster medoid in each image.
+    finetune_iterations: DM iterations started from the DEvS images (0: none; needs per-class clustering).
+    finetune_lr: DM's learning rate on the pixels.
+    """
+
+    name = "devs+"
+
+    def __init__(self, ipc: int = 10, *, label_mix: float = 0.5, temperature: float = 1.0, anchor: float = 0.0,
+                 finetune_iterations: int = 0, finetune_lr: float = 1.0, **devs_params: Any) -> None:
+        super().__init__(ipc, **devs_params)
+        self.label_mix = label_mix
+        self.temperature = temperature
+        self.anchor = anchor
+        self.finetune_iterations = finetune_iterations
+        self.finetune_lr = finetune_lr
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return DEvS.param_names() + list(PLUS_PARAMS)
+
+    def _validate(self) -> None:
+        super()._validate()
+        check_number("devs+", "label_mix", self.label_mix, integer=False, low=0.0, high=1.0)
+        check_number("devs+", "anchor", self.anchor, integer=False, low=0.0, high=1.0)
+        check_number("devs+", "temperature", self.temperature, integer=False, low=1e-3)
+        check_number("devs+", "finetune_iterations", self.finetune_iterations, integer=True, low=0)
+        check_number("devs+", "finetune_lr", self.finetune_lr, integer=False, low=1e-9)
+        if self.finetune_iterations and self.clustering != "per-class":
+            raise InvalidParameterError("finetune_iterations needs clustering='per-class' (DM keeps ipc images per class).")
+
+    # ----------------------------------------------------------------------------- representatives
+    def _representatives(self, images, targets, output_index: torch.Tensor, k: int, group: Group,
+                         context: StageContext) -> tuple[torch.Tensor, torch.Tensor]:
+        means, labels = cluster_means(images, targets, output_index, k, group=group)
+        if not (self.label_mix or self.anchor):
+            return means, labels
+        if group.is_main:  # features live on the main rank; the result goes to every rank
+            features = context.features
+            if self.label_mix:
+                teacher = self._teacher_probabilities(features, context)
+                _, teacher_labels = cluster_means(teacher[:, :1], teacher, output_index, k)
+                labels = (1.0 - self.label_mix) * labels + self.label_mix * teacher_labels
+            if self.anchor:
+                medoids = images[_medoid_rows(features, output_index, k)]
+                means = (1.0 - self.anchor) * means + self.anchor * medoids.float()
+        return group.broadcast_object((means, labels))
+
+    def _teacher_probabilities(self, features: torch.Tensor, context: StageContext) -> torch.Tensor:
+        """softmax(head(features) / temperature) of the stage's trained extractor, on the CPU."""
+        head = context.net.head.eval()
+        with torch.no_grad():
+            logits = torch.cat([head(chunk.to(context.device)).float().cpu() for chunk in features.split(4096)])
+        return torch.softmax(logits / self.temperature, dim=1)
+
+    # ----------------------------------------------------------------------------- fine-tuning
+    def fit(self, data: Any) -> "DEvSPlus":
+        super().fit(data)
+        if self.finetune_iterations:
+            self._finetune(as_training_data(data))
+        return self
+
+    def _finetune(self, data) -> None:
+        start = self.distilled_
+        dm = _DistributionMatchingFrom(
+            start.images, ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
+            width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
+            progress=self.progress,
+        ).fit(data)
+        result = self._result(data, dm.distilled_.images, start.labels, self.random_state)
+        result.config.update({k: v for k, v in start.config.items() if k not in result.config})
+        result.config["finetune_iterations_done"] = dm.iterations_done_
+        self.distilled_ = result
+
+
+def _medoid_rows(features: torch.Tensor, output_index: torch.Tensor, k: int) -> torch.Tensor:
+    """For each cluster, the row of the member nearest the cluster's mean feature vector."""
+    centroids, _ = cluster_means(features, features[:, :1], output_index, k)
+    distance = ((features - centroids[output_index]) ** 2).sum(1)
+    order = torch.argsort(distance)
+    order = order[torch.argsort(output_index[order], stable=True)]  # by cluster, nearest first
+    firsts = torch.cumsum(torch.bincount(output_index, minlength=k), 0) - torch.bincount(output_index, minlength=k)
+    return order[firsts]
+
+
+class _DistributionMatchingFrom(DistributionMatching):
+    """DM whose synthetic images start from given class-major images instead of random real ones."""
+
+    def __init__(self, start_images: torch.Tensor, **params: Any) -> None:
+        super().__init__(**params)
+        self.start_images = start_images
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return DistributionMatching.param_names()
+
+    def _initial_state(self, data, normalizer, device):
+        state = super()._initial_state(data, normalizer, device)
+        state.images = normalizer(self.start_images).detach().clone().requires_grad_(True)
+        return state
