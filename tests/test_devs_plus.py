@@ -13,42 +13,47 @@ FAST = dict(ipc=2, epochs=2, width=16, progress=False)
 OFF = dict(label_mix=0.0, anchor=0.0, finetune_iterations=0)
 
 
+def fit_plus(data, **only):
+    """devs+ with only the named additions switched on."""
+    return DEvSPlus(**FAST, **{**OFF, **only}).fit(data)
+
+
 def test_with_every_addition_off_it_is_devs(digits):
     plain = DEvS(**FAST).fit(digits).distilled_
-    plus = DEvSPlus(**FAST, **OFF).fit(digits).distilled_
+    plus = fit_plus(digits).distilled_
     assert torch.equal(plain.images, plus.images) and torch.equal(plain.labels, plus.labels)
     assert plus.method == "devs+" and plus.config["label_mix"] == 0.0
 
 
 def test_teacher_labels_are_soft_rows_that_keep_the_class(digits):
-    plus = DEvSPlus(**FAST, label_mix=1.0, temperature=1.0).fit(digits).distilled_
+    plus = fit_plus(digits, label_mix=1.0, temperature=1.0).distilled_
     assert torch.allclose(plus.labels.sum(1), torch.ones(len(plus)), atol=1e-5)
     assert bool((plus.labels.max(1).values < 1.0).all()) and bool((plus.labels > 0).all())  # soft rows
     # a higher temperature flattens the same extractor's predictions
-    flat = DEvSPlus(**FAST, label_mix=1.0, temperature=4.0).fit(digits).distilled_
+    flat = fit_plus(digits, label_mix=1.0, temperature=4.0).distilled_
     assert bool((flat.labels.max(1).values <= plus.labels.max(1).values + 1e-6).all())
     assert float(flat.labels.max(1).values.mean()) < float(plus.labels.max(1).values.mean())
     # up to half teacher, every row's largest entry stays the cluster's class
-    half = DEvSPlus(**FAST, label_mix=0.5, temperature=1.0).fit(digits).distilled_
+    half = fit_plus(digits, label_mix=0.5, temperature=1.0).distilled_
     one_hot = torch.eye(10).repeat_interleave(2, dim=0)
     assert torch.allclose(half.labels, 0.5 * one_hot + 0.5 * plus.labels, atol=1e-5)
     assert torch.equal(half.labels.argmax(1), torch.arange(10).repeat_interleave(2))
 
 
 def test_full_anchor_gives_real_member_images(digits):
-    method = DEvSPlus(**FAST, label_mix=0.0, anchor=1.0).fit(digits)
+    method = fit_plus(digits, anchor=1.0)
     result, assignments = method.distilled_, method.assignments_[0]
     for index in range(len(result)):
         members = digits.train.images[assignments == index]
         assert bool(((members - result.images[index]).abs().amax(dim=(1, 2, 3)) < 1e-6).any())
-    mean_only = DEvSPlus(**FAST, **OFF).fit(digits).distilled_
-    half = DEvSPlus(**FAST, label_mix=0.0, anchor=0.5).fit(digits).distilled_
+    mean_only = fit_plus(digits).distilled_
+    half = fit_plus(digits, anchor=0.5).distilled_
     assert torch.allclose(half.images, 0.5 * mean_only.images + 0.5 * result.images, atol=1e-6)
 
 
 def test_finetuning_moves_the_pixels_and_keeps_the_labels(digits):
-    start = DEvSPlus(**FAST, **OFF).fit(digits).distilled_
-    tuned = DEvSPlus(**FAST, label_mix=0.0, finetune_iterations=3, finetune_lr=1.0).fit(digits).distilled_
+    start = fit_plus(digits).distilled_
+    tuned = fit_plus(digits, finetune_iterations=3, finetune_lr=1.0).distilled_
     assert tuned.config["finetune_iterations_done"] == 3
     assert torch.equal(tuned.labels, start.labels)
     assert not torch.allclose(tuned.images, start.images)
@@ -59,7 +64,7 @@ def test_bad_settings_fail_clearly(digits):
     with pytest.raises(InvalidParameterError, match="label_mix"):
         DEvSPlus(**FAST, label_mix=1.5).fit(digits)
     with pytest.raises(InvalidParameterError, match="per-class"):
-        DEvSPlus(**FAST, clustering="global", finetune_iterations=2).fit(digits)
+        DEvSPlus(**FAST, clustering="global").fit(digits)  # fine-tuning is on by default
     with pytest.raises(InvalidParameterError, match="label_mix"):
         get_method("devs+", label_mixx=0.2)  # the valid names are listed
 
@@ -67,6 +72,6 @@ def test_bad_settings_fail_clearly(digits):
 def test_cli_runs_devs_plus_with_devs_options(tmp_path, capsys):
     out = tmp_path / "plus.safetensors"
     assert main(["distill", "--method", "devs+", "--ipc", "1", "--epochs", "1", "--param", "width=8",
-                 "--param", "label_mix=0.3", "--out", str(out), "--no-evaluate", "-q", "--json"]) == 0
+                 "--param", "label_mix=0.3", "--param", "finetune_iterations=2", "--out", str(out), "--no-evaluate", "-q", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["method"] == "devs+" and record["config"]["label_mix"] == 0.3
