@@ -1,6 +1,5 @@
 """Determinism, concurrent writers, and malformed files or options from the command line."""
 
-import json
 import subprocess
 import sys
 

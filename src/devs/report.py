@@ -20,7 +20,6 @@ import html
 import io
 import json
 import logging
-import platform
 import re
 import shlex
 from dataclasses import dataclass, field
