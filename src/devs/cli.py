@@ -84,7 +84,8 @@ def _add_common(parser: argparse.ArgumentParser) -> None:
 def _add_dataset_options(parser: argparse.ArgumentParser, default: str | None) -> None:
     parser.add_argument(
         "--dataset", default=default, required=default is None, metavar="NAME_OR_PATH",
-        help="a registered dataset (see 'devs list'), or a path to an ImageFolder directory, .tar/.tar.gz, or .npz"
+        help="a registered dataset (see 'devs list'), or a path to an ImageFolder directory, .tar/.tar.gz, .npz, "
+        "or a store written by devs pack"
         + (f" (default: {default})" if default else ""),
     )
     parser.add_argument("--data-root", metavar="DIR", help="where a registered dataset's files are (downloads go there too)")
@@ -328,7 +329,7 @@ def _cmd_list(args: argparse.Namespace) -> int:
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
-    print("datasets:  " + ", ".join(listing["datasets"]) + "  (or a path: ImageFolder dir, .tar/.tar.gz, .npz)")
+    print("datasets:  " + ", ".join(listing["datasets"]) + "  (or a path: ImageFolder dir, .tar/.tar.gz, .npz, or a store written by devs pack)")
     print("methods:   " + ", ".join(listing["methods"]))
     print("models:    " + ", ".join(listing["models"]))
     print("protocols:")
