@@ -60,8 +60,9 @@ class _SplitWriter:
                 self._file.close()
             self._file = open(self.directory / f"shard-{count // self.shard_rows:05d}.u8", "wb")  # noqa: SIM115
         data = np.ascontiguousarray(image, dtype=np.uint8)
-        self._file.write(data.tobytes())
-        self.digest.update(data.tobytes())
+        raw = data.tobytes()
+        self._file.write(raw)
+        self.digest.update(raw)
         channels = data.reshape(data.shape[0], -1).astype(np.float64) / 255.0
         if self.sums is None:
             self.sums, self.squares = np.zeros(len(channels)), np.zeros(len(channels))

@@ -48,7 +48,6 @@ class StageContext:
 
     net: torch.nn.Module
     features: torch.Tensor | None
-    normalizer: Normalizer
     device: torch.device
 
 
@@ -292,7 +291,7 @@ class DEvS(DistillationMethod):
 
         start = time.perf_counter()
         images, targets = self._representatives(images, targets, output_index, k_total, group,
-                                                StageContext(net, features, normalizer, device))
+                                                StageContext(net, features, device))
         targets = targets / targets.sum(1, keepdim=True)  # guard against rounding drift
         timings["average_s"] = time.perf_counter() - start
 

@@ -117,8 +117,8 @@ def _medoid_rows(features: torch.Tensor, output_index: torch.Tensor, k: int) -> 
     distance = ((features - centroids[output_index]) ** 2).sum(1)
     order = torch.argsort(distance)
     order = order[torch.argsort(output_index[order], stable=True)]  # by cluster, nearest first
-    firsts = torch.cumsum(torch.bincount(output_index, minlength=k), 0) - torch.bincount(output_index, minlength=k)
-    return order[firsts]
+    sizes = torch.bincount(output_index, minlength=k)
+    return order[torch.cumsum(sizes, 0) - sizes]  # the first (nearest) row of each cluster
 
 
 class _DistributionMatchingFrom(DistributionMatching):
