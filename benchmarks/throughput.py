@@ -4,6 +4,7 @@ The network is ConvNet-3 with instance norm on 32x32x3 inputs (CIFAR-10's shape,
 256, the DEvS extractor recipe (SGD momentum 0.9, wd 5e-4; shift, flip, mixup for the devs loop). Each
 loop first runs --warmup steps (torch.compile compiles then), then --steps timed steps. Prints a table,
 appends one JSON line to --results, and ends with ``speedup X.XX`` (fastest devs variant / plain loop).
+A last row times the net's convolutions alone: the ceiling of any fp32 loop of this net on the machine.
 
     python benchmarks/throughput.py --results benchmarks/results/throughput.jsonl
 """
@@ -61,6 +62,34 @@ def devs_loop(images: torch.Tensor, targets: torch.Tensor, steps: int, batch: in
     return time.perf_counter() - start
 
 
+def convolutions_alone(steps: int, batch: int, device: torch.device) -> float:
+    """Seconds for ``steps`` forward + backward passes of ConvNet-3's three convolutions alone (the same
+    shapes as a training step, weight and input gradients as training needs them), in the faster of the
+    two memory layouts: a bound on the images/s of any fp32 loop of this net that runs these kernels."""
+    generator = torch.Generator().manual_seed(0)
+    best = float("inf")
+    for layout in (torch.contiguous_format, torch.channels_last):
+        shapes = [(3, 32), (128, 16), (128, 8)]
+        inputs = [torch.rand(batch, c, s, s, generator=generator).to(device, memory_format=layout).requires_grad_(c > 3)
+                  for c, s in shapes]
+        weights = [torch.rand(128, c, 3, 3, generator=generator).to(device, memory_format=layout).requires_grad_()
+                   for c, _ in shapes]
+        grads = [torch.rand(batch, 128, s, s, generator=generator).to(device, memory_format=layout) for _, s in shapes]
+
+        def one_step() -> None:
+            for x, w, g in zip(inputs, weights, grads):
+                F.conv2d(x, w, padding=1).backward(g)
+
+        one_step()
+        start = time.perf_counter()
+        for _ in range(steps):
+            one_step()
+        if device.type == "cuda":
+            torch.cuda.synchronize()
+        best = min(best, time.perf_counter() - start)
+    return best
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=10, help="timed steps per loop")
@@ -80,6 +109,8 @@ def main() -> None:
     for name, compile in (("devs loop", False), ("devs loop, compile", True)):
         seconds = devs_loop(images, targets, args.steps, args.batch, device, compile, args.warmup)
         rates[name] = args.steps * args.batch / seconds
+    rates["convolutions alone (a bound, not a loop)"] = (
+        args.steps * args.batch / convolutions_alone(args.steps, args.batch, device))
     print("| loop | images/s | vs plain |")
     print("|---|---|---|")
     for name, rate in rates.items():

@@ -4,7 +4,8 @@ import pytest
 import torch
 
 from devs.models import build_model
-from devs.train import Normalizer, TrainRecipe, accuracy, train_classifier
+from devs.train import (Normalizer, TrainRecipe, _batched, _inference_runner, accuracy, extract_features,
+                        predict_logits, train_classifier)
 
 
 def _train(digits, recipe: TrainRecipe) -> tuple[torch.nn.Module, float]:
@@ -27,6 +28,11 @@ def test_compiled_training_matches_eager(digits):
     compiled_params = torch.nn.utils.parameters_to_vector(compiled_net.parameters())
     assert (eager_params - compiled_params).norm() <= 0.05 * eager_params.norm()
     assert eager_acc > 0.5 and abs(eager_acc - compiled_acc) < 0.03
+    # Compiled inference (channels-last, last batch padded) gives the same predictions as eager inference.
+    normalizer = Normalizer(*digits.channel_stats(), torch.device("cpu"))
+    images, labels = digits.test.images, digits.test.labels
+    compiled_inference = accuracy(compiled_net, images, labels, normalizer, torch.device("cpu"), compile=True)
+    assert abs(compiled_inference - compiled_acc) <= 1 / len(labels)
 
 
 def test_on_batch_sees_every_row_once_per_epoch(digits):
@@ -39,3 +45,19 @@ def test_on_batch_sees_every_row_once_per_epoch(digits):
     rows = torch.cat([index for index, _ in seen])
     assert torch.equal(torch.sort(rows).values, torch.arange(len(digits.train)).repeat_interleave(2))
     assert all(shape == (len(index), 10) for index, shape in seen)
+
+
+def test_inference_matches_the_net_and_leaves_its_layout(digits):
+    net = build_model("convnet", in_channels=1, num_classes=10, image_size=(8, 8), width=16, seed=0).eval()
+    normalizer = Normalizer(*digits.channel_stats(), torch.device("cpu"))
+    images = digits.test.images[:37]
+    with torch.no_grad():
+        expected_logits, expected_features = net(normalizer(images)), net.features(normalizer(images))
+    cpu = torch.device("cpu")
+    assert torch.allclose(predict_logits(net, images, normalizer, cpu, batch_size=16), expected_logits, atol=1e-5)
+    assert torch.allclose(extract_features(net, images, normalizer, cpu, batch_size=16), expected_features, atol=1e-5)
+    # Inference runs on a channels-last copy; the net itself keeps its layout (safetensors needs contiguous).
+    assert all(parameter.is_contiguous() for parameter in net.parameters())
+    # A short last batch padded to the batch size (as compiled inference does) returns the same rows.
+    padded = _batched(_inference_runner(net, cpu, compile=False), images, normalizer, cpu, 16, "fp32", pad=True)
+    assert padded.shape == expected_logits.shape and torch.allclose(padded, expected_logits, atol=1e-5)

@@ -128,7 +128,7 @@ def _train_and_test(
         dropout=protocol.dropout,
     )
     train_classifier(net, images, targets, recipe, normalizer, seed, device)
-    return 100.0 * accuracy(net, dataset.test.images, dataset.test.labels, normalizer, device)
+    return 100.0 * accuracy(net, dataset.test.images, dataset.test.labels, normalizer, device, compile=recipe.compile)
 
 
 def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False) -> tuple[Protocol, TrainRecipe]:

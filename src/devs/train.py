@@ -8,6 +8,7 @@ an ArrayStore and is read a batch at a time instead; the rest of the loop is the
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
 import logging
 from concurrent.futures import ThreadPoolExecutor
@@ -213,17 +214,36 @@ def inference_batch_size(images: torch.Tensor | ArrayStore) -> int:
     return max(1, min(1024, 2**19 // (images.shape[-1] * images.shape[-2])))
 
 
+def _inference_runner(net: nn.Module, device: torch.device, compile: bool, features: bool = False):
+    """The function that runs inference: ``net`` (or ``net.features``) itself, or on the CPU the same of
+    a channels-last copy of ``net``.
+
+    oneDNN's CPU convolutions run about 1.2x faster on channels-last (NHWC) tensors, and with
+    torch.compile (which also fuses the norm, ReLU and pooling that are slow in that layout in eager
+    mode) about 2x; a copy, so that the trained net keeps its layout for saving and further training.
+    """
+    model = copy.deepcopy(net).to(memory_format=torch.channels_last) if device.type == "cpu" else net
+    run = model.features if features else model
+    return torch.compile(run) if compile else run
+
+
 @torch.no_grad()
 def _batched(
-    net_fn, images: torch.Tensor, normalizer: Normalizer, device: torch.device, batch_size: int, precision: str,
-    progress: str | None = None,
-):
+    run, images: torch.Tensor, normalizer: Normalizer, device: torch.device, batch_size: int, precision: str,
+    progress: str | None = None, pad: bool = False,
+) -> torch.Tensor:
+    """``run(batch)`` over ``images`` in batches, float32 on the CPU; with ``pad``, a short last batch is
+    zero-padded to ``batch_size`` rows (rows are independent) so that a compiled ``run`` sees one shape."""
+    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
     outputs = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc=progress, disable=None if progress else True, leave=False, unit="batch"):
         batch = normalizer(images[start : start + batch_size].to(device))
+        rows = len(batch)
+        if pad and rows < batch_size:
+            batch = torch.cat([batch, batch.new_zeros(batch_size - rows, *batch.shape[1:])])
         with _autocast(precision, device):
-            outputs.append(net_fn(batch).float().cpu())
+            outputs.append(run(batch.contiguous(memory_format=layout))[:rows].float().cpu())
     return torch.cat(outputs)
 
 
@@ -236,18 +256,21 @@ def extract_features(
     precision: str = "fp32",
     progress: str | None = None,
     group: Group | None = None,
+    compile: bool = False,
 ) -> torch.Tensor | None:
     """Flattened trunk features of ``images``, float32 on the CPU.
 
     ``batch_size`` defaults to as many images as make about half a million pixels (1,024 at 32 px,
     32 at 128 px), which bounds the activations' memory. With an active ``group`` each rank computes its
     share of every chunk and the main rank gets all features in order (the other ranks get None).
+    ``compile`` runs the trunk under torch.compile (pays from some ten thousand images on).
     """
     net.eval()
     batch_size = batch_size or inference_batch_size(images)
     group = group or Group()
+    run = _inference_runner(net, device, compile, features=True)
     if not group.active:
-        return _batched(net.features, images, normalizer, device, batch_size, precision, progress)
+        return _batched(run, images, normalizer, device, batch_size, precision, progress, pad=compile)
     chunk = batch_size * group.world_size
     pieces = []
     for start in tqdm(range(0, len(images), chunk), desc=progress, disable=None if progress and group.is_main else True,
@@ -256,7 +279,7 @@ def extract_features(
         mine = group.rows(total)
         empty = mine.stop == mine.start  # a short last chunk: compute one row to learn the shape, send none
         rows = slice(start, start + 1) if empty else slice(start + mine.start, start + mine.stop)
-        local = _batched(net.features, images[rows], normalizer, device, batch_size, precision)
+        local = _batched(run, images[rows], normalizer, device, batch_size, precision, pad=compile)
         pieces.append(group.gather_rows(local[:0] if empty else local, total))
     return torch.cat(pieces) if group.is_main else None
 
@@ -268,9 +291,11 @@ def predict_logits(
     device: torch.device,
     batch_size: int | None = None,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> torch.Tensor:
     net.eval()
-    return _batched(net, images, normalizer, device, batch_size or inference_batch_size(images), precision)
+    run = _inference_runner(net, device, compile)
+    return _batched(run, images, normalizer, device, batch_size or inference_batch_size(images), precision, pad=compile)
 
 
 def accuracy(
@@ -280,7 +305,8 @@ def accuracy(
     normalizer: Normalizer,
     device: torch.device,
     precision: str = "fp32",
+    compile: bool = False,
 ) -> float:
     """Top-1 accuracy in [0, 1]."""
-    logits = predict_logits(net, images, normalizer, device, precision=precision)
+    logits = predict_logits(net, images, normalizer, device, precision=precision, compile=compile)
     return float((logits.argmax(1) == labels.cpu()).float().mean())

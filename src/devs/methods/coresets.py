@@ -168,7 +168,7 @@ class _FeatureCoreset(_TrainedNetCoreset):
         label = f"{self.name}: train extractor" if self.progress else None
         net = trained_extractor(spec, data.images, data.one_hot(), epochs, self.random_state, normalizer, device,
                                 path=path, reuse=self.resume, progress=label, compile=self.compile)
-        features = extract_features(net, data.images, normalizer, device).to(device)
+        features = extract_features(net, data.images, normalizer, device, compile=self.compile).to(device)
         self._select(data, lambda cls, members: self._order(features[members.to(device)], self.ipc))
         return self
 

@@ -273,7 +273,7 @@ class DEvS(DistillationMethod):
         timings["train_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
-        features = extract_features(net, images, normalizer, device, group=group,
+        features = extract_features(net, images, normalizer, device, group=group, compile=self.compile,
                                     progress=f"stage {stage + 1}: features" if show else None)
         timings["features_s"] = time.perf_counter() - start
 
