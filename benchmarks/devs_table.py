@@ -68,6 +68,13 @@ def append(results: Path, row: dict) -> None:
         handle.flush()
 
 
+def record(results: str | None, row: dict) -> None:
+    """Append ``row``, stamped with the machine, this command line and the date, to ``results`` (if given)."""
+    if results:
+        append(Path(results), {**row, "machine": machine(), "command": shlex.join([sys.executable, *sys.argv]),
+                               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")})
+
+
 def bench(args: argparse.Namespace) -> None:
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)

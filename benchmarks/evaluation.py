@@ -14,12 +14,8 @@ alone: the floor under any fp32 evaluation of these nets on the machine. Prints 
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
 import os
-import shlex
 import statistics
-import sys
 import time
 from pathlib import Path
 
@@ -31,7 +27,7 @@ from devs.evaluate import evaluate
 from devs.io import DistilledSet
 from devs.methods.coresets import balanced_counts, random_subset_indices
 from devs.models import build_model
-from devs_table import machine
+from devs_table import machine, record
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {  # name: evaluate() keyword arguments
@@ -143,12 +139,7 @@ def main() -> None:
         accuracy = f"{statistics.fmean(accs):.2f} ± {statistics.pstdev(accs):.2f}" if accs else ""
         print(f"| {name} | {row['seconds']:.1f} | {base / row['seconds']:.2f}x | {accuracy} |")
     speedup = max(base / row["seconds"] for name, row in rows.items() if name.startswith("devs"))
-    if args.results:
-        record = {"rows": rows, "speedup": speedup, "images": len(images), "nets": args.nets, "machine": machine(),
-                  "command": shlex.join([sys.executable, *sys.argv]),
-                  "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        with Path(args.results).open("a") as handle:
-            handle.write(json.dumps(record) + "\n")
+    record(args.results, {"rows": rows, "speedup": speedup, "images": len(images), "nets": args.nets})
     print(f"speedup {speedup:.2f}")
 
 

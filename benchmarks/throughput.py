@@ -12,12 +12,7 @@ A last row times the net's convolutions alone: the ceiling of any fp32 loop of t
 from __future__ import annotations
 
 import argparse
-import datetime as dt
-import json
-import shlex
-import sys
 import time
-from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +20,7 @@ import torch.nn.functional as F
 from devs.models import build_model
 from devs.runtime import resolve_device
 from devs.train import Normalizer, TrainRecipe, train_classifier
-from devs_table import machine
+from devs_table import record
 
 
 def plain_loop(images: torch.Tensor, targets: torch.Tensor, steps: int, batch: int, device: torch.device) -> float:
@@ -116,12 +111,8 @@ def main() -> None:
     for name, rate in rates.items():
         print(f"| {name} | {rate:.0f} | {rate / rates['plain fp32 loop']:.2f}x |")
     speedup = max(rate for name, rate in rates.items() if name.startswith("devs")) / rates["plain fp32 loop"]
-    if args.results:
-        row = {"rates": rates, "speedup": speedup, "steps": args.steps, "batch": args.batch, "device": str(device),
-               "machine": machine(), "command": shlex.join([sys.executable, *sys.argv]),
-               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        with Path(args.results).open("a") as handle:
-            handle.write(json.dumps(row) + "\n")
+    record(args.results, {"rates": rates, "speedup": speedup, "steps": args.steps, "batch": args.batch,
+                          "device": str(device)})
     print(f"speedup {speedup:.2f}")
 
 

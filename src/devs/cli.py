@@ -100,8 +100,8 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--runs", type=int, default=3, help="fresh networks to train (default: 3)")
     parser.add_argument("--eval-epochs", type=int, default=None, metavar="E", help="override the protocol's epochs")
     parser.add_argument("--compile", action="store_true",
-                        help="train with torch.compile: about 1.5x faster on CPU after 20-50 s of compiling; "
-                        "for long runs (also compiles the distillation's extractor training)")
+                        help="train and infer with torch.compile: about 1.5x (training) and 2x (inference) faster on CPU "
+                        "after 20-50 s of compiling; for long runs (also compiles the distillation's extractor)")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also evaluate a random class-balanced real subset of the same size (default: on)")
 
