@@ -5,7 +5,7 @@ import torch
 
 from devs.models import build_model
 from devs.train import (Normalizer, TrainRecipe, _batched, _inference_runner, accuracy, extract_features,
-                        predict_logits, train_classifier)
+                        mean_features, predict_logits, train_classifier)
 
 
 def _train(digits, recipe: TrainRecipe) -> tuple[torch.nn.Module, float]:
@@ -56,6 +56,8 @@ def test_inference_matches_the_net_and_leaves_its_layout(digits):
     cpu = torch.device("cpu")
     assert torch.allclose(predict_logits(net, images, normalizer, cpu, batch_size=16), expected_logits, atol=1e-5)
     assert torch.allclose(extract_features(net, images, normalizer, cpu, batch_size=16), expected_features, atol=1e-5)
+    # DM's mean embedding, channels-last and 32 rows at a time, is the plain mean.
+    assert torch.allclose(mean_features(net, normalizer(images), chunk=16), expected_features.mean(0), atol=1e-5)
     # Inference runs on a channels-last copy; the net itself keeps its layout (safetensors needs contiguous).
     assert all(parameter.is_contiguous() for parameter in net.parameters())
     # A short last batch padded to the batch size (as compiled inference does) returns the same rows.

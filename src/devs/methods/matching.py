@@ -34,7 +34,7 @@ from ..errors import InvalidParameterError
 from ..models import build_model
 from ..runtime import make_generator, resolve_device
 from ..store import ArrayStore
-from ..train import Normalizer
+from ..train import Normalizer, mean_features
 from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
 
 # DC's (outer_loop, inner_loop) per ipc: the official code's get_loops table (the paper reports 1, 10, 50).
@@ -391,8 +391,7 @@ class DistributionMatching(_PixelMatching):
         for cls in range(state.num_classes):
             real, syn = state.sampler.sample(cls, self.batch_real), state.class_images(cls)
             augment = sample_siamese(groups, state.generator, image_size)  # the same draw for both batches
-            with torch.no_grad():
-                real_mean = net.features(augment(real)).mean(0)
+            real_mean = mean_features(net, augment(real))
             syn_mean = net.features(augment(syn)).mean(0)
             losses.append(((real_mean - syn_mean) ** 2).sum())
         loss = torch.stack(losses).sum()
