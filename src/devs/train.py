@@ -214,6 +214,11 @@ def inference_batch_size(images: torch.Tensor | ArrayStore) -> int:
     return max(1, min(1024, 2**19 // (images.shape[-1] * images.shape[-2])))
 
 
+def _inference_layout(device: torch.device) -> torch.memory_format:
+    """The memory layout of inference batches: channels-last on the CPU (see _inference_runner), else the default."""
+    return torch.channels_last if device.type == "cpu" else torch.contiguous_format
+
+
 def _inference_runner(net: nn.Module, device: torch.device, compile: bool, features: bool = False):
     """The function that runs inference: ``net`` (or ``net.features``) itself, or on the CPU the same of
     a channels-last copy of ``net``.
@@ -222,7 +227,7 @@ def _inference_runner(net: nn.Module, device: torch.device, compile: bool, featu
     torch.compile (which also fuses the norm, ReLU and pooling that are slow in that layout in eager
     mode) about 2x; a copy, so that the trained net keeps its layout for saving and further training.
     """
-    model = copy.deepcopy(net).to(memory_format=torch.channels_last) if device.type == "cpu" else net
+    model = copy.deepcopy(net).to(memory_format=_inference_layout(device)) if device.type == "cpu" else net
     run = model.features if features else model
     return torch.compile(run) if compile else run
 
@@ -235,8 +240,8 @@ def mean_features(net: nn.Module, batch: torch.Tensor, chunk: int = 32) -> torch
     if batch.device.type != "cpu":
         return net.features(batch).mean(0)
     run = _inference_runner(net, batch.device, compile=False, features=True)
-    total = sum(run(rows.contiguous(memory_format=torch.channels_last)).sum(0) for rows in batch.split(chunk))
-    return total / len(batch)
+    layout = _inference_layout(batch.device)
+    return sum(run(rows.contiguous(memory_format=layout)).sum(0) for rows in batch.split(chunk)) / len(batch)
 
 
 @torch.no_grad()
@@ -246,7 +251,7 @@ def _batched(
 ) -> torch.Tensor:
     """``run(batch)`` over ``images`` in batches, float32 on the CPU; with ``pad``, a short last batch is
     zero-padded to ``batch_size`` rows (rows are independent) so that a compiled ``run`` sees one shape."""
-    layout = torch.channels_last if device.type == "cpu" else torch.contiguous_format
+    layout = _inference_layout(device)
     outputs = []
     starts = range(0, len(images), batch_size)
     for start in tqdm(starts, desc=progress, disable=None if progress else True, leave=False, unit="batch"):
