@@ -87,7 +87,7 @@ def bench(args: argparse.Namespace) -> None:
     if args.holdout:
         data_options += ["--holdout", str(args.holdout)]
     split = f"-holdout{args.holdout}" if args.holdout else ""
-    common = ["--seed", str(args.seed), "--device", args.device]
+    common = ["--seed", str(args.seed), "--device", args.device] + (["--compile"] if args.compile else [])
     protocol_options = ["--eval-epochs", str(args.eval_epochs)] if args.eval_epochs else []
 
     def evaluate_cell(out: Path, record: dict, distill: list[str], ipc: int, protocol: str) -> None:
@@ -154,6 +154,7 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=None, help="evaluate on N held-out training images")
     parser.add_argument("--config", default="default", help="a name for the distill settings of these rows")
     parser.add_argument("--jobs", type=int, default=1, help="evaluations to run at once")
+    parser.add_argument("--compile", action="store_true", help="distill and evaluate with torch.compile (long runs)")
     parser.add_argument("--results", required=True)
     parser.add_argument("--work-dir", default="runs/bench")
     parser.add_argument("--distill-args", nargs=argparse.REMAINDER, default=[],

@@ -7,12 +7,13 @@ from devs.evaluate import PROTOCOLS
 
 
 def test_protocols_are_registered_with_the_documented_recipes():
-    assert set(list_protocols()) >= {"dc", "devs"}
-    dc, paper = PROTOCOLS.get("dc"), PROTOCOLS.get("devs")
+    assert set(list_protocols()) >= {"dc", "devs", "dsa"}
+    dc, paper, dsa = PROTOCOLS.get("dc"), PROTOCOLS.get("devs"), PROTOCOLS.get("dsa")
     assert (dc.recipe.epochs, dc.recipe.lr, dc.recipe.momentum, dc.recipe.weight_decay, dc.recipe.batch_size) == (
         300, 0.01, 0.9, 5e-4, 256)
     assert dc.recipe.max_shift == 0 and not dc.recipe.flip and dc.recipe.mixup_alpha == 0 and dc.dropout == 0
     assert paper.recipe.max_shift == 5 and paper.recipe.flip and paper.recipe.mixup_alpha == 0.4 and paper.dropout == 0.2
+    assert dsa.recipe == dc.recipe.replace(epochs=1000, dsa="color_crop_cutout_flip_scale_rotate")
 
 
 def test_evaluate_trains_fresh_nets_and_learns(digits):

@@ -7,7 +7,7 @@ import torch
 
 import devs.cli as cli
 from devs import load_distilled
-from devs.dsa import GROUPS, parse_strategy, sample_siamese
+from devs.dsa import GROUPS, DrawnAugment, parse_strategy, sample_per_image, sample_siamese
 from devs.errors import InvalidParameterError
 from devs.methods import DistributionMatching, GradientMatching, get_method, list_methods
 from devs.methods.matching import dc_loops, gradient_distance, layer_distance
@@ -124,6 +124,26 @@ def test_dsa_is_siamese_and_differentiable(group):
         assert torch.allclose(augment(x[:2]), out[:2], atol=1e-6)
         out.square().sum().backward()
         assert x.grad is not None and torch.isfinite(x.grad).all()
+
+
+@pytest.mark.parametrize("group", GROUPS)
+def test_dsa_per_image_draws_transform_each_image_by_its_own_parameters(group):
+    generator = torch.Generator().manual_seed(1)
+    x = torch.randn(6, 3, 8, 8)
+    augment = sample_per_image((group,), generator, (8, 8), 6)
+    out = augment(x)
+    for i in range(6):  # image i alone, with its own parameters, comes out the same as in the batch
+        own = {k: (v[i : i + 1] if isinstance(v, torch.Tensor) else v) for k, v in augment.values.items()}
+        assert torch.allclose(DrawnAugment(group, own)(x[i : i + 1]), out[i : i + 1], atol=1e-5)
+    drawn = next(v for v in augment.values.values() if isinstance(v, torch.Tensor))
+    assert len(drawn) == 6 and (group == "flip" or len(set(drawn.tolist())) > 1)  # not one draw for all
+
+
+def test_dsa_crop_translates_by_whole_pixels_with_zero_fill():
+    x = torch.arange(2 * 5 * 5, dtype=torch.float32).reshape(2, 1, 5, 5)
+    out = DrawnAugment("crop", {"dy": torch.tensor([1, -2]), "dx": torch.tensor([-1, 0])})(x)
+    assert torch.equal(out[0, 0, :4, 1:], x[0, 0, 1:, :4]) and out[0, 0, 4].eq(0).all() and out[0, 0, :, 0].eq(0).all()
+    assert torch.equal(out[1, 0, 2:], x[1, 0, :3]) and out[1, 0, :2].eq(0).all()
 
 
 def test_dsa_strategy_parsing():

@@ -3,6 +3,7 @@ import shutil
 import pytest
 import torch
 
+from devs.errors import InvalidParameterError
 from devs.models import build_model
 from devs.train import (Normalizer, TrainRecipe, _batched, _inference_runner, accuracy, extract_features,
                         mean_features, predict_logits, train_classifier)
@@ -33,6 +34,19 @@ def test_compiled_training_matches_eager(digits):
     images, labels = digits.test.images, digits.test.labels
     compiled_inference = accuracy(compiled_net, images, labels, normalizer, torch.device("cpu"), compile=True)
     assert abs(compiled_inference - compiled_acc) <= 1 / len(labels)
+
+
+def test_dsa_augmentation_is_seeded_and_changes_the_training(digits):
+    recipe = TrainRecipe(epochs=10, batch_size=128, dsa="color_crop_cutout_flip_scale_rotate")
+    net, acc = _train(digits, recipe)
+    again, _ = _train(digits, recipe)
+    plain, _ = _train(digits, recipe.replace(dsa=None))
+    vector = torch.nn.utils.parameters_to_vector
+    assert torch.equal(vector(net.parameters()), vector(again.parameters()))
+    assert not torch.allclose(vector(net.parameters()), vector(plain.parameters()))
+    assert acc > 0.4  # still learns through the augmentation (chance is 0.1; 0.68 without it)
+    with pytest.raises(InvalidParameterError, match="blur"):
+        TrainRecipe(dsa="color_blur")
 
 
 def test_on_batch_sees_every_row_once_per_epoch(digits):

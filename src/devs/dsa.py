@@ -3,12 +3,14 @@
 DSA augments the real and the synthetic batch of a class with the *same* randomly drawn
 transformation, so that matching their statistics is not blurred by augmentation noise, and every
 transformation is differentiable with respect to the images. ``sample_siamese`` draws one
-transformation from a local generator; the returned ``SiameseAugment`` applies it to any batch.
+transformation from a local generator; the returned ``DrawnAugment`` applies it to any batch.
+``sample_per_image`` draws parameters for each image instead: the augmentation of the ``dsa``
+evaluation protocol (networks trained on a distilled set, as in the DSA, DM and MTT papers).
 
 As in the official code's default single mode (``aug_mode='S'``), each draw picks one of the
 strategy's groups (``color`` = brightness, saturation and contrast together; ``crop``; ``cutout``;
-``flip``; ``scale``; ``rotate``) and one parameter set for the whole batch. Magnitudes are those of
-the official ``ParamDiffAug``.
+``flip``; ``scale``; ``rotate``) for the whole batch, with one parameter set for all its images
+(siamese) or one per image. Magnitudes are those of the official ``ParamDiffAug``.
 """
 
 from __future__ import annotations
@@ -60,8 +62,11 @@ def parse_strategy(strategy: str | None) -> tuple[str, ...]:
 
 
 @dataclass(frozen=True)
-class SiameseAugment:
-    """One drawn transformation; ``augment(x)`` applies exactly it to a batch ``x`` [N, C, H, W]."""
+class DrawnAugment:
+    """One drawn transformation; ``augment(x)`` applies exactly it to a batch ``x`` [N, C, H, W].
+
+    Each value is a tensor of length 1 (one draw shared by every image: siamese) or N (one per image).
+    """
 
     kind: str
     values: dict[str, Any] = field(default_factory=dict)
@@ -72,12 +77,25 @@ class SiameseAugment:
 
 
 def sample_siamese(groups: tuple[str, ...], generator: torch.Generator, image_size: tuple[int, int],
-                   params: DSAParams = DSAParams()) -> SiameseAugment:
-    """Draw one group of ``groups`` and its parameters from ``generator`` (a CPU generator: no device sync)."""
+                   params: DSAParams = DSAParams()) -> DrawnAugment:
+    """Draw one group of ``groups`` and one parameter set for every image, from ``generator`` (a CPU
+    generator: no device sync). DC and DM apply the draw to their real and synthetic batches alike."""
+    return _draw(groups, generator, image_size, 1, params)
+
+
+def sample_per_image(groups: tuple[str, ...], generator: torch.Generator, image_size: tuple[int, int], count: int,
+                     params: DSAParams = DSAParams()) -> DrawnAugment:
+    """Draw one group of ``groups`` for the batch and parameters for each of its ``count`` images (the
+    official code's evaluation-time augmentation, ``aug_mode='S'`` with ``seed=-1``)."""
+    return _draw(groups, generator, image_size, count, params)
+
+
+def _draw(groups: tuple[str, ...], generator: torch.Generator, image_size: tuple[int, int], count: int,
+          params: DSAParams) -> DrawnAugment:
     if not groups:
-        return SiameseAugment("identity")
+        return DrawnAugment("identity")
     kind = groups[int(torch.randint(len(groups), (1,), generator=generator))]
-    u = torch.rand(3, generator=generator).tolist()  # always three draws, so the stream does not depend on kind
+    u = torch.rand(3, count, generator=generator)  # always three draws, so the stream does not depend on kind
     height, width = image_size
     values: dict[str, Any]
     if kind == "color":
@@ -97,63 +115,79 @@ def sample_siamese(groups: tuple[str, ...], generator: torch.Generator, image_si
         values = {"sx": low + u[0] * (params.scale_ratio - low), "sy": low + u[1] * (params.scale_ratio - low)}
     else:  # rotate
         values = {"angle": (u[0] - 0.5) * 2 * math.radians(params.rotate_degrees)}
-    return SiameseAugment(kind, values, params)
+    return DrawnAugment(kind, values, params)
 
 
-def _uniform_int(u: float, low: int, high: int) -> int:
-    """An integer uniform on [low, high] from a uniform float u in [0, 1)."""
-    return low + min(int(u * (high - low + 1)), high - low)
+def _uniform_int(u: torch.Tensor, low: int, high: int) -> torch.Tensor:
+    """Integers uniform on [low, high] from uniform floats u in [0, 1)."""
+    return low + (u * (high - low + 1)).long().clamp(max=high - low)
+
+
+def _per_image(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A length-1 or length-N value as an [N or 1, 1, 1, 1] tensor beside ``x``, for broadcasting."""
+    return value.to(x.device, non_blocking=True).reshape(-1, 1, 1, 1)
 
 
 def _color(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
-    x = x + (v["brightness"] - 0.5) * p.brightness
+    brightness, saturation, contrast = (_per_image(v[k], x).to(x.dtype) for k in ("brightness", "saturation", "contrast"))
+    x = x + (brightness - 0.5) * p.brightness
     channel_mean = x.mean(dim=1, keepdim=True)
-    x = (x - channel_mean) * (v["saturation"] * p.saturation) + channel_mean
+    x = (x - channel_mean) * (saturation * p.saturation) + channel_mean
     image_mean = x.mean(dim=(1, 2, 3), keepdim=True)
-    return (x - image_mean) * (v["contrast"] + p.contrast) + image_mean
+    return (x - image_mean) * (contrast + p.contrast) + image_mean
 
 
 def _crop(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
     """Translate by (dy, dx) pixels with zero fill: out[i, j] = x[i + dy, j + dx]."""
-    dy, dx = v["dy"], v["dx"]
-    pad = max(abs(dy), abs(dx))
-    if pad == 0:
-        return x
     height, width = x.shape[-2:]
-    padded = F.pad(x, (pad, pad, pad, pad))
-    return padded[..., pad + dy : pad + dy + height, pad + dx : pad + dx + width]
+    dy, dx = _per_image(v["dy"], x).flatten(), _per_image(v["dx"], x).flatten()
+    theta = _identity_theta(x, len(dy))
+    # In align_corners=False coordinates one pixel is 2 / side; nearest sampling keeps pixels exact.
+    theta[:, 0, 2], theta[:, 1, 2] = dx * (2.0 / width), dy * (2.0 / height)
+    return _resample(x, theta, mode="nearest")
 
 
 def _cutout(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
     """Zero a size[0] x size[1] rectangle centred at (cy, cx), clipped to the image."""
     height, width = x.shape[-2:]
-    rows = torch.arange(height, device=x.device)
-    cols = torch.arange(width, device=x.device)
-    top, left = v["cy"] - v["size"][0] // 2, v["cx"] - v["size"][1] // 2
-    inside_rows = (rows >= top) & (rows < top + v["size"][0])
-    inside_cols = (cols >= left) & (cols < left + v["size"][1])
-    keep = ~(inside_rows[:, None] & inside_cols[None, :])
-    return x * keep.to(x.dtype)
+    rows = torch.arange(height, device=x.device)[None, :]
+    cols = torch.arange(width, device=x.device)[None, :]
+    top = _per_image(v["cy"], x).reshape(-1, 1) - v["size"][0] // 2
+    left = _per_image(v["cx"], x).reshape(-1, 1) - v["size"][1] // 2
+    inside_rows = (rows >= top) & (rows < top + v["size"][0])  # [N or 1, H]
+    inside_cols = (cols >= left) & (cols < left + v["size"][1])  # [N or 1, W]
+    keep = ~(inside_rows[:, :, None] & inside_cols[:, None, :])
+    return x * keep[:, None].to(x.dtype)
 
 
 def _flip(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
-    return x.flip(-1) if v["flip"] else x
+    return torch.where(_per_image(v["flip"], x), x.flip(-1), x)
 
 
-def _affine(x: torch.Tensor, matrix: list[list[float]]) -> torch.Tensor:
-    """Resample ``x`` through one 2x3 affine matrix (normalised coordinates, zero padding)."""
-    theta = torch.tensor(matrix, dtype=x.dtype, device=x.device).expand(x.shape[0], 2, 3)
+def _identity_theta(x: torch.Tensor, count: int) -> torch.Tensor:
+    return torch.eye(2, 3, dtype=x.dtype, device=x.device).repeat(count, 1, 1)
+
+
+def _resample(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> torch.Tensor:
+    """Resample ``x`` through 2x3 affine matrices ``theta`` [N or 1, 2, 3] (normalised coordinates, zero padding)."""
+    theta = theta.expand(x.shape[0], 2, 3)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
-    return F.grid_sample(x, grid, align_corners=False)
+    return F.grid_sample(x, grid, mode=mode, align_corners=False)
 
 
 def _scale(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
-    return _affine(x, [[v["sx"], 0.0, 0.0], [0.0, v["sy"], 0.0]])
+    sx, sy = _per_image(v["sx"], x).flatten().to(x.dtype), _per_image(v["sy"], x).flatten().to(x.dtype)
+    theta = _identity_theta(x, len(sx))
+    theta[:, 0, 0], theta[:, 1, 1] = sx, sy
+    return _resample(x, theta)
 
 
 def _rotate(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
-    cos, sin = math.cos(v["angle"]), math.sin(v["angle"])
-    return _affine(x, [[cos, -sin, 0.0], [sin, cos, 0.0]])
+    angle = _per_image(v["angle"], x).flatten().to(x.dtype)
+    cos, sin = torch.cos(angle), torch.sin(angle)
+    theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
+                         torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
+    return _resample(x, theta)
 
 
 _APPLY = {

@@ -16,6 +16,7 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import ImageDataset
+from .dsa import DEFAULT_STRATEGY
 from .distributed import current_group
 from .errors import DevsError, InvalidParameterError
 from .io import DistilledSet
@@ -59,6 +60,12 @@ register_protocol(Protocol(
     "horizontal flip, mixup alpha 0.4 and dropout 0.2 before the classifier",
     recipe=TrainRecipe(epochs=300, max_shift=5, flip=True, mixup_alpha=0.4),
     dropout=0.2,
+))
+register_protocol(Protocol(
+    name="dsa",
+    description="DSA/DM/MTT papers (Zhao & Bilen 2021, 2023): the DC optimizer, 1000 epochs, lr x0.1 at epoch "
+    "500, DSA augmentation (one of color, crop, cutout, flip, scale, rotate per batch, drawn per image)",
+    recipe=TrainRecipe(epochs=1000, dsa=DEFAULT_STRATEGY),
 ))
 
 

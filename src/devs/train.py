@@ -23,6 +23,7 @@ from tqdm.auto import tqdm
 
 from .augment import mixup, random_flip, random_shift
 from .distributed import Group
+from .dsa import parse_strategy, sample_per_image
 from .errors import InvalidParameterError
 from .models import set_row_shard
 from .runtime import isolated_rng, make_generator
@@ -46,6 +47,7 @@ class TrainRecipe:
     max_shift: int = 0  # random shift in pixels, 0 = off
     flip: bool = False  # random horizontal flip
     mixup_alpha: float = 0.0  # 0 = no mixup
+    dsa: str | None = None  # DSA strategy such as "color_crop_cutout_flip_scale_rotate", drawn per image; None = off
     precision: str = "fp32"  # "bf16" runs forward/backward under bfloat16 autocast
     # torch.compile the net: on a 2-core CPU about 1.5x the images/s after 20-50 s of compiling (once per
     # process and architecture), so it pays on long runs only. Results match eager up to float rounding.
@@ -60,6 +62,7 @@ class TrainRecipe:
             raise InvalidParameterError(f"The 'lr' parameter must be > 0. Got {self.lr} instead.")
         if self.precision not in PRECISIONS:
             raise InvalidParameterError(f"Unknown precision {self.precision!r}. Valid: {', '.join(PRECISIONS)}.")
+        parse_strategy(self.dsa)
 
     def replace(self, **changes) -> "TrainRecipe":
         return dataclasses.replace(self, **changes)
@@ -113,6 +116,7 @@ def train_classifier(
     targets = targets.to(device, torch.float32)
     generator = make_generator(seed, device if device.type == "cuda" else "cpu")
     beta_rng = np.random.default_rng(seed)
+    dsa_rng = torch.Generator().manual_seed(seed)  # DSA draws on the CPU: no device sync per batch
     optimizer = torch.optim.SGD(
         net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
@@ -126,7 +130,7 @@ def train_classifier(
         model = torch.compile(net) if recipe.compile else net  # shares net's parameters
     step = _Step(net, model, optimizer, recipe, group, on_batch)
     with isolated_rng(seed, device):  # dropout masks come from the global RNG
-        _run_epochs(step, rows, targets, recipe, scheduler, generator, beta_rng, progress)
+        _run_epochs(step, rows, targets, recipe, scheduler, generator, beta_rng, dsa_rng, progress)
     set_row_shard(net, None)
     net.eval()
     return net
@@ -187,8 +191,10 @@ class _Step:
         return loss.detach()
 
 
-def _run_epochs(step: _Step, rows: _TrainingRows, targets, recipe, scheduler, generator, beta_rng, progress) -> None:
+def _run_epochs(step: _Step, rows: _TrainingRows, targets, recipe, scheduler, generator, beta_rng, dsa_rng,
+                progress) -> None:
     n = len(rows)
+    dsa_groups = parse_strategy(recipe.dsa)
     batch_size = min(recipe.batch_size, n)
     device = targets.device
     bar = tqdm(range(recipe.epochs), desc=progress, disable=None if progress else True, leave=False, unit="epoch")
@@ -201,6 +207,8 @@ def _run_epochs(step: _Step, rows: _TrainingRows, targets, recipe, scheduler, ge
             batch = random_shift(batch, recipe.max_shift, generator)
             if recipe.flip:
                 batch = random_flip(batch, generator)
+            if dsa_groups:
+                batch = sample_per_image(dsa_groups, dsa_rng, tuple(batch.shape[-2:]), len(batch))(batch)
             batch, batch_targets = mixup(batch, batch_targets, recipe.mixup_alpha, generator, beta_rng)
             epoch_loss += step(index, batch, batch_targets) * len(index)  # no host sync per batch
         scheduler.step()
