@@ -16,8 +16,8 @@ import torch
 from tqdm.auto import tqdm
 
 from .data import ImageDataset
-from .dsa import DEFAULT_STRATEGY
 from .distributed import current_group
+from .dsa import DEFAULT_STRATEGY
 from .errors import DevsError, InvalidParameterError
 from .io import DistilledSet
 from .methods.base import check_number
