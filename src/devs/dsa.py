@@ -123,9 +123,14 @@ def _uniform_int(u: torch.Tensor, low: int, high: int) -> torch.Tensor:
     return low + (u * (high - low + 1)).long().clamp(max=high - low)
 
 
+def _per_row(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
+    """A length-1 or length-N drawn value, moved beside ``x``."""
+    return value.to(x.device, non_blocking=True)
+
+
 def _per_image(value: torch.Tensor, x: torch.Tensor) -> torch.Tensor:
     """A length-1 or length-N value as an [N or 1, 1, 1, 1] tensor beside ``x``, for broadcasting."""
-    return value.to(x.device, non_blocking=True).reshape(-1, 1, 1, 1)
+    return _per_row(value, x).reshape(-1, 1, 1, 1)
 
 
 def _color(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
@@ -140,7 +145,7 @@ def _color(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
 def _crop(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
     """Translate by (dy, dx) pixels with zero fill: out[i, j] = x[i + dy, j + dx]."""
     height, width = x.shape[-2:]
-    dy, dx = _per_image(v["dy"], x).flatten(), _per_image(v["dx"], x).flatten()
+    dy, dx = _per_row(v["dy"], x), _per_row(v["dx"], x)
     theta = _identity_theta(x, len(dy))
     # In align_corners=False coordinates one pixel is 2 / side; nearest sampling keeps pixels exact.
     theta[:, 0, 2], theta[:, 1, 2] = dx * (2.0 / width), dy * (2.0 / height)
@@ -152,8 +157,8 @@ def _cutout(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
     height, width = x.shape[-2:]
     rows = torch.arange(height, device=x.device)[None, :]
     cols = torch.arange(width, device=x.device)[None, :]
-    top = _per_image(v["cy"], x).reshape(-1, 1) - v["size"][0] // 2
-    left = _per_image(v["cx"], x).reshape(-1, 1) - v["size"][1] // 2
+    top = _per_row(v["cy"], x)[:, None] - v["size"][0] // 2
+    left = _per_row(v["cx"], x)[:, None] - v["size"][1] // 2
     inside_rows = (rows >= top) & (rows < top + v["size"][0])  # [N or 1, H]
     inside_cols = (cols >= left) & (cols < left + v["size"][1])  # [N or 1, W]
     keep = ~(inside_rows[:, :, None] & inside_cols[:, None, :])
@@ -176,14 +181,14 @@ def _resample(x: torch.Tensor, theta: torch.Tensor, mode: str = "bilinear") -> t
 
 
 def _scale(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
-    sx, sy = _per_image(v["sx"], x).flatten().to(x.dtype), _per_image(v["sy"], x).flatten().to(x.dtype)
+    sx, sy = _per_row(v["sx"], x).to(x.dtype), _per_row(v["sy"], x).to(x.dtype)
     theta = _identity_theta(x, len(sx))
     theta[:, 0, 0], theta[:, 1, 1] = sx, sy
     return _resample(x, theta)
 
 
 def _rotate(x: torch.Tensor, v: dict, p: DSAParams) -> torch.Tensor:
-    angle = _per_image(v["angle"], x).flatten().to(x.dtype)
+    angle = _per_row(v["angle"], x).to(x.dtype)
     cos, sin = torch.cos(angle), torch.sin(angle)
     theta = torch.stack([torch.stack([cos, -sin, torch.zeros_like(cos)], 1),
                          torch.stack([sin, cos, torch.zeros_like(cos)], 1)], 1)
