@@ -60,6 +60,15 @@ def test_finetuning_moves_the_pixels_and_keeps_the_labels(digits):
     assert tuned.class_counts() == [2] * 10
 
 
+def test_finetuning_resumes_and_extends_from_its_checkpoint(digits, tmp_path, caplog):
+    whole = fit_plus(digits, finetune_iterations=3).distilled_
+    fit_plus(digits, finetune_iterations=1, checkpoint_dir=tmp_path)
+    caplog.set_level("INFO", logger="devs")
+    extended = fit_plus(digits, finetune_iterations=3, checkpoint_dir=tmp_path, resume=True).distilled_
+    assert "Stage 1: resumed" in caplog.text and "dm: resumed after 1 iterations" in caplog.text
+    assert torch.equal(extended.images, whole.images) and extended.config == whole.config
+
+
 def test_bad_settings_fail_clearly(digits):
     with pytest.raises(InvalidParameterError, match="label_mix"):
         DEvSPlus(**FAST, label_mix=1.5).fit(digits)

@@ -208,3 +208,60 @@ def test_command_line_distills_with_dm(tmp_path, monkeypatch, capsys):
     assert code == 0, capsys.readouterr().err
     result = load_distilled(out)
     assert len(result) == 10 and result.method == "dm" and result.config["iterations_done"] == 3
+
+
+@BOTH
+def test_a_resumed_run_continues_exactly_where_the_saved_one_stopped(name, digits, tmp_path, caplog):
+    whole = fit(name, digits, ipc=1, iterations=4, random_state=3)
+    fit(name, digits, ipc=1, iterations=2, random_state=3, checkpoint_dir=tmp_path)  # "killed" after 2
+    caplog.set_level("INFO", logger="devs")
+    resumed = fit(name, digits, ipc=1, iterations=4, random_state=3, checkpoint_dir=tmp_path, resume=True)
+    assert "resumed after 2 iterations" in caplog.text
+    assert torch.equal(resumed.distilled_.images, whole.distilled_.images)
+    assert resumed.loss_history_ == whole.loss_history_ and resumed.iterations_done_ == 4
+    assert resumed.distilled_.config == whole.distilled_.config  # the checkpoint settings stay out of the file
+
+
+def test_progress_of_other_settings_or_data_is_not_reused(digits, tmp_path, caplog):
+    fit("dm", digits, ipc=1, iterations=2, checkpoint_dir=tmp_path)
+    caplog.set_level("INFO", logger="devs")
+    other_lr = fit("dm", digits, ipc=1, iterations=2, lr_img=0.5, checkpoint_dir=tmp_path, resume=True)
+    fewer = (digits.train.images[:-10], digits.train.labels[:-10])
+    other_data = fit("dm", fewer, ipc=1, iterations=2, checkpoint_dir=tmp_path, resume=True)
+    assert "resumed" not in caplog.text
+    assert torch.equal(other_lr.distilled_.images, fit("dm", digits, ipc=1, iterations=2, lr_img=0.5).distilled_.images)
+    assert torch.equal(other_data.distilled_.images, fit("dm", fewer, ipc=1, iterations=2).distilled_.images)
+
+
+def test_a_longer_saved_run_is_kept_and_not_cut_back(digits, tmp_path, caplog):
+    fit("dm", digits, ipc=1, iterations=3, checkpoint_dir=tmp_path)
+    (saved,) = tmp_path.glob("dm-ipc1-*.progress.safetensors")
+    before = saved.read_bytes()
+    short = fit("dm", digits, ipc=1, iterations=2, checkpoint_dir=tmp_path, resume=True)
+    assert "more than the 2 asked for" in caplog.text and saved.read_bytes() == before
+    assert torch.equal(short.distilled_.images, fit("dm", digits, ipc=1, iterations=2).distilled_.images)
+
+
+def test_an_unreadable_progress_file_is_ignored_with_a_warning(digits, tmp_path, caplog):
+    fit("dm", digits, ipc=1, iterations=2, checkpoint_dir=tmp_path)
+    (saved,) = tmp_path.glob("*.progress.safetensors")
+    saved.write_bytes(b"not a safetensors file")
+    again = fit("dm", digits, ipc=1, iterations=2, checkpoint_dir=tmp_path, resume=True)
+    assert "Ignoring unreadable matching checkpoint" in caplog.text
+    assert torch.equal(again.distilled_.images, fit("dm", digits, ipc=1, iterations=2).distilled_.images)
+
+
+def test_resume_without_a_checkpoint_dir_is_refused(digits):
+    with pytest.raises(InvalidParameterError, match="checkpoint_dir"):
+        fit("dc", digits, ipc=1, iterations=1, resume=True)
+
+
+def test_command_line_extends_a_dm_run_with_resume(tmp_path, capsys, caplog):
+    out = tmp_path / "dm.safetensors"
+    args = ["distill", "--method", "dm", "--ipc", "1", "--no-evaluate", "--out", str(out), "--device", "cpu",
+            "--param", "width=16", "--param", "batch_real=64"]
+    assert cli.main([*args, "--param", "iterations=2"]) == 0, capsys.readouterr().err
+    assert len(list(tmp_path.glob("dm.stages/dm-ipc1-*.progress.safetensors"))) == 1
+    caplog.set_level("INFO", logger="devs")
+    assert cli.main([*args, "--param", "iterations=3", "--resume"]) == 0, capsys.readouterr().err
+    assert "resumed after 2 iterations" in caplog.text and load_distilled(out).config["iterations_done"] == 3

@@ -122,10 +122,13 @@ def build_parser() -> argparse.ArgumentParser:
                          help="output file (default: runs/<dataset>-<method>-ipc<K>-seed<S>.safetensors)")
     distill.add_argument("--seed", type=int, default=0, help="random seed; stage i of DEvS uses seed + i (default: 0)")
     distill.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to compute (default: auto)")
-    distill.add_argument("--resume", action="store_true", help="reuse finished DEvS stages (and trained extractors)")
+    distill.add_argument("--resume", action="store_true",
+                         help="reuse finished DEvS stages and trained extractors; continue dc / dm runs (and devs+'s "
+                         "DM step) from their last saved iteration")
     distill.add_argument("--checkpoint-dir", metavar="DIR",
-                         help="where DEvS saves each finished stage (default: <out>.stages next to --out); runs at "
-                         "several --ipc values sharing one DIR with --resume train the first extractor once")
+                         help="where DEvS saves each finished stage and dc / dm their progress (default: <out>.stages "
+                         "next to --out); runs at several --ipc values sharing one DIR with --resume train the first "
+                         "extractor once")
     distill.add_argument("--schedule", type=_int_list, metavar="K1,K2,...",
                          help="DEvS: images per class after each stage, e.g. 100,10 (default: one stage)")
     distill.add_argument("--epochs", type=_int_list, metavar="E1,E2,...",

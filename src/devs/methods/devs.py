@@ -77,6 +77,7 @@ class DEvS(DistillationMethod):
 
     name = "devs"
     runtime_params = ("checkpoint_dir", "resume", "progress", "compile")
+    after_stages_params: tuple[str, ...] = ()  # a subclass's settings of work after the last stage (not in stage keys)
 
     def __init__(
         self,
@@ -328,7 +329,7 @@ class DEvS(DistillationMethod):
     # ----------------------------------------------------------------------------- checkpoints
     def _stage_key(self, input_key: str, ipc: int, epochs: int, seed: int) -> str:
         """Everything that determines a stage's output: its input set, the settings, its size and seed."""
-        params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY}
+        params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY | set(self.after_stages_params)}
         params.update(stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)
         return content_hash({"input": input_key, "params": params})
 

@@ -8,7 +8,8 @@
    cluster's medoid (the member nearest the cluster's centroid in feature space): sharper than a mean of
    hundreds of images, still a summary of the cluster.
 3. Distribution-matching fine-tuning (``finetune_iterations``): DM (Zhao & Bilen) started from the DEvS
-   images instead of random real ones, for a few iterations; labels are kept.
+   images instead of random real ones, for a few iterations; labels are kept. Its progress is saved in
+   ``checkpoint_dir`` beside the DEvS stages, so ``resume`` continues it (or extends it to more iterations).
 With every addition off (``label_mix=0, anchor=0, finetune_iterations=0``) devs+ is DEvS. The defaults
 (0.5, 0.5, 300) are the best setting measured on a validation split (BENCHMARKS.md, "devs+").
 """
@@ -43,6 +44,7 @@ class DEvSPlus(DEvS):
     """
 
     name = "devs+"
+    after_stages_params = ("finetune_iterations", "finetune_lr")  # the DM step changes no DEvS stage
 
     def __init__(self, ipc: int = 10, *, label_mix: float = 0.5, temperature: float = 1.0, anchor: float = 0.5,
                  finetune_iterations: int = 300, finetune_lr: float = 1.0, **devs_params: Any) -> None:
@@ -103,7 +105,7 @@ class DEvSPlus(DEvS):
         dm = _DistributionMatchingFrom(
             start.images, ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
-            progress=self.progress,
+            progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume,
         ).fit(data)
         result = self._result(data, dm.distilled_.images, start.labels, self.random_state)
         result.config.update({k: v for k, v in start.config.items() if k not in result.config})

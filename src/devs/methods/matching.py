@@ -18,10 +18,13 @@ devs.distilled.v1 format allows). Labels are one-hot rows, ``ipc`` images per cl
 
 from __future__ import annotations
 
+import hashlib
+import logging
 import math
 import numbers
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Sequence
 
 import torch
@@ -36,11 +39,16 @@ from ..runtime import make_generator, resolve_device
 from ..store import ArrayStore
 from ..train import Normalizer, mean_features
 from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
+from .extractor import checkpoint_file, content_hash, fingerprint
+from .progress import MatchingProgress, load_progress, save_progress
+
+logger = logging.getLogger(__name__)
 
 # DC's (outer_loop, inner_loop) per ipc: the official code's get_loops table (the paper reports 1, 10, 50).
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 IMAGE_MOMENTUM = 0.5  # SGD momentum on the images, both papers' code
 NET_MOMENTUM = 0.5  # SGD momentum of DC's inner-loop network training, official main.py
+SAVE_EVERY_S = 60.0  # seconds between two progress checkpoints (a save takes milliseconds)
 
 
 def dc_loops(ipc: int) -> tuple[int, int]:
@@ -123,7 +131,7 @@ class _PixelMatching(DistillationMethod):
     iteration's loss as a detached scalar tensor.
     """
 
-    runtime_params = ("device", "progress")
+    runtime_params = ("device", "progress", "checkpoint_dir", "resume")
     ipc: int
     iterations: int
     lr_img: float
@@ -134,6 +142,8 @@ class _PixelMatching(DistillationMethod):
     device: str
     random_state: int
     progress: bool
+    checkpoint_dir: str | Path | None
+    resume: bool
 
     # ----------------------------------------------------------------------------- validation
     def _validate(self) -> None:
@@ -146,6 +156,8 @@ class _PixelMatching(DistillationMethod):
         check_number(owner, "random_state", self.random_state, integer=True, low=0)
         if self.time_budget_s is not None:
             check_number(owner, "time_budget_s", self.time_budget_s, integer=False, low=0.0)
+        if self.resume and self.checkpoint_dir is None:
+            raise InvalidParameterError(f"resume=True needs a checkpoint_dir to resume from ({owner}).")
 
     def _resolved(self) -> dict[str, Any]:
         """Settings derived from the parameters, recorded in the file's config."""
@@ -162,9 +174,11 @@ class _PixelMatching(DistillationMethod):
         normalizer = Normalizer(data.mean, data.std, device)
         state = self._initial_state(data, normalizer, device)
         optimizer = torch.optim.SGD([state.images], lr=self.lr_img, momentum=IMAGE_MOMENTUM)
-        losses: list[torch.Tensor] = []
+        checkpoint, losses = self._resume(self._checkpoint(data, state), state, optimizer)
         disable = None if self.progress else True  # None: a bar only on a terminal, as DEvS does
-        bar = tqdm(range(self.iterations), desc=self.name, disable=disable, leave=False, unit="it")
+        bar = tqdm(range(len(losses), self.iterations), desc=self.name, disable=disable, leave=False, unit="it",
+                   initial=len(losses), total=self.iterations)
+        saved_at = time.perf_counter()
         for iteration in bar:
             net = self._fresh_net(data, state, seed=int(torch.randint(2**31 - 1, (1,), generator=state.generator)))
             losses.append(self._iteration(state, net, optimizer))
@@ -172,7 +186,12 @@ class _PixelMatching(DistillationMethod):
                 bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
             if self._budget_spent(start, device):
                 break
+            if checkpoint and time.perf_counter() - saved_at >= SAVE_EVERY_S:
+                self._save_progress(checkpoint, state, optimizer, losses)
+                saved_at = time.perf_counter()
         bar.close()
+        if checkpoint:
+            self._save_progress(checkpoint, state, optimizer, losses)
         self.loss_history_: list[float] = torch.stack(losses).cpu().tolist()
         self.iterations_done_ = len(losses)
         self.elapsed_s_ = time.perf_counter() - start
@@ -181,6 +200,55 @@ class _PixelMatching(DistillationMethod):
         self.distilled_ = self._result(data, pixels.cpu(), labels.cpu(), self.random_state)
         self.distilled_.config.update(self._resolved(), iterations_done=self.iterations_done_)
         return self
+
+    # ----------------------------------------------------------------------------- checkpoints
+    def _checkpoint(self, data: TrainingData, state: MatchingState) -> tuple[Path, str] | None:
+        """(file, key) of this run's progress checkpoint, or None without a checkpoint_dir.
+
+        The key covers the data, the starting images and every setting except those that only decide
+        when to stop (iterations, time_budget_s), so a finished run can be extended with more iterations.
+        """
+        if self.checkpoint_dir is None:
+            return None
+        left_out = {*self.runtime_params, "iterations", "time_budget_s"}
+        params = {k: v for k, v in self.get_params().items() if k not in left_out}
+        start = hashlib.blake2b(state.images.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
+        key = content_hash({"method": self.name, "params": params, "start": start,
+                            "data": fingerprint(data.images, data.labels, data.classes)})
+        return checkpoint_file(self.checkpoint_dir, f"{self.name}-ipc{self.ipc}-{key}.progress.safetensors"), key
+
+    def _resume(self, checkpoint: tuple[Path, str] | None, state: MatchingState, optimizer: torch.optim.Optimizer
+                ) -> tuple[tuple[Path, str] | None, list[torch.Tensor]]:
+        """With ``resume``, restore a saved run into ``state`` and ``optimizer``: (checkpoint, losses so far).
+
+        A saved run that went past ``iterations`` cannot be cut back: this run starts afresh and leaves that
+        file alone (checkpoint None).
+        """
+        if not (self.resume and checkpoint):
+            return checkpoint, []
+        path, key = checkpoint
+        progress = load_progress(path, key, state.images.shape)
+        if progress is None:
+            return checkpoint, []
+        if progress.iterations_done > self.iterations:
+            logger.warning("%s holds %d iterations, more than the %d asked for: starting afresh without "
+                           "checkpoints (that file is kept)", path, progress.iterations_done, self.iterations)
+            return None, []
+        with torch.no_grad():
+            state.images.copy_(progress.images)
+        if progress.momentum is not None:
+            optimizer.state[state.images]["momentum_buffer"] = progress.momentum.to(state.device)
+        state.generator.set_state(progress.generator_state)
+        logger.info("%s: resumed after %d iterations from %s", self.name, progress.iterations_done, path)
+        return checkpoint, [loss.to(state.device) for loss in progress.losses]
+
+    @staticmethod
+    def _save_progress(checkpoint: tuple[Path, str], state: MatchingState, optimizer: torch.optim.Optimizer,
+                       losses: list[torch.Tensor]) -> None:
+        path, key = checkpoint
+        momentum = optimizer.state[state.images].get("momentum_buffer")
+        stacked = torch.stack(losses) if losses else torch.zeros(0)
+        save_progress(path, key, MatchingProgress(state.images, momentum, state.generator.get_state(), stacked))
 
     def _initial_state(self, data: TrainingData, normalizer: Normalizer, device: torch.device) -> MatchingState:
         """Synthetic images initialised from distinct random real images of each class (init='real')."""
@@ -227,6 +295,9 @@ class GradientMatching(_PixelMatching):
     time_budget_s: stop after the iteration in which this many seconds (since ``fit`` began) are spent.
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
+    checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
+        a saved run with the same data, start and settings continues from where it stopped (also to
+        extend a finished run with more ``iterations``).
 
     After ``fit``: ``distilled_``, ``loss_history_`` (mean matching loss per class and matching, one
     value per iteration), ``iterations_done_``, ``elapsed_s_``.
@@ -251,6 +322,8 @@ class GradientMatching(_PixelMatching):
         device: str = "auto",
         random_state: int = 0,
         progress: bool = True,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
     ) -> None:
         self.ipc = ipc
         self.iterations = iterations
@@ -266,6 +339,8 @@ class GradientMatching(_PixelMatching):
         self.device = device
         self.random_state = random_state
         self.progress = progress
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
 
     def _validate(self) -> None:
         super()._validate()
@@ -344,6 +419,9 @@ class DistributionMatching(_PixelMatching):
     time_budget_s: stop after the iteration in which this many seconds (since ``fit`` began) are spent.
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
+    checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
+        a saved run with the same data, start and settings continues from where it stopped (also to
+        extend a finished run with more ``iterations``).
 
     After ``fit``: ``distilled_``, ``loss_history_`` (the iteration's loss divided by the number of
     classes, as the official code logs it), ``iterations_done_``, ``elapsed_s_``.
@@ -365,6 +443,8 @@ class DistributionMatching(_PixelMatching):
         device: str = "auto",
         random_state: int = 0,
         progress: bool = True,
+        checkpoint_dir: str | Path | None = None,
+        resume: bool = False,
     ) -> None:
         self.ipc = ipc
         self.iterations = iterations
@@ -377,6 +457,8 @@ class DistributionMatching(_PixelMatching):
         self.device = device
         self.random_state = random_state
         self.progress = progress
+        self.checkpoint_dir = checkpoint_dir
+        self.resume = resume
 
     def _validate(self) -> None:
         super()._validate()
