@@ -4,6 +4,8 @@ import math
 
 import pytest
 import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
 
 import devs.cli as cli
 from devs import load_distilled
@@ -265,3 +267,15 @@ def test_command_line_extends_a_dm_run_with_resume(tmp_path, capsys, caplog):
     caplog.set_level("INFO", logger="devs")
     assert cli.main([*args, "--param", "iterations=3", "--resume"]) == 0, capsys.readouterr().err
     assert "resumed after 2 iterations" in caplog.text and load_distilled(out).config["iterations_done"] == 3
+
+
+def test_a_progress_file_with_wrong_tensors_is_ignored(digits, tmp_path, caplog):
+    fit("dm", digits, ipc=1, iterations=2, checkpoint_dir=tmp_path)
+    (saved,) = tmp_path.glob("*.progress.safetensors")
+    with safe_open(str(saved), framework="pt") as handle:
+        metadata = handle.metadata()
+    tensors = load_file(str(saved))
+    save_file({**tensors, "generator_state": tensors["generator_state"][:7]}, str(saved), metadata=metadata)
+    again = fit("dm", digits, ipc=1, iterations=3, checkpoint_dir=tmp_path, resume=True)
+    assert "Ignoring malformed matching checkpoint" in caplog.text and again.iterations_done_ == 3
+    assert torch.equal(again.distilled_.images, fit("dm", digits, ipc=1, iterations=3).distilled_.images)

@@ -25,7 +25,7 @@ FORMAT = "devs.matching-progress.v1"
 
 @dataclass
 class MatchingProgress:
-    images: torch.Tensor  # the synthetic images in normalised units, on the CPU
+    images: torch.Tensor  # the synthetic images in normalised units
     momentum: torch.Tensor | None  # SGD's momentum buffer on the images (None before the first step)
     generator_state: torch.Tensor  # uint8, torch.Generator.get_state()
     losses: torch.Tensor  # float32, one value per finished iteration
@@ -58,9 +58,19 @@ def load_progress(path: Path, key: str, images_shape: torch.Size) -> MatchingPro
         return None
     if metadata.get("format") != FORMAT or metadata.get("key") != key:
         return None
-    required = {"images", "generator_state", "losses"}
-    if not required <= tensors.keys() or tensors["images"].shape != images_shape:
+    if not _well_formed(tensors, images_shape):
         logger.warning("Ignoring malformed matching checkpoint %s; starting afresh", path)
         return None
     return MatchingProgress(tensors["images"], tensors.get("momentum"), tensors["generator_state"],
                             tensors["losses"].float())
+
+
+def _well_formed(tensors: dict[str, torch.Tensor], images_shape: torch.Size) -> bool:
+    """Every tensor a resume needs is there with the shape and type this run can take."""
+    if not {"images", "generator_state", "losses"} <= tensors.keys():
+        return False
+    generator = tensors["generator_state"]
+    momentum = tensors.get("momentum")
+    return (tensors["images"].shape == images_shape and tensors["losses"].dim() == 1
+            and (momentum is None or momentum.shape == images_shape)
+            and generator.dtype == torch.uint8 and generator.shape == torch.Generator().get_state().shape)
