@@ -18,7 +18,6 @@ devs.distilled.v1 format allows). Labels are one-hot rows, ``ipc`` images per cl
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import math
 import numbers
@@ -212,7 +211,7 @@ class _PixelMatching(DistillationMethod):
             return None
         left_out = {*self.runtime_params, "iterations", "time_budget_s"}
         params = {k: v for k, v in self.get_params().items() if k not in left_out}
-        start = hashlib.blake2b(state.images.detach().cpu().numpy().tobytes(), digest_size=16).hexdigest()
+        start = fingerprint(state.images.detach().cpu(), state.labels.cpu(), data.classes)
         key = content_hash({"method": self.name, "params": params, "start": start,
                             "data": fingerprint(data.images, data.labels, data.classes)})
         return checkpoint_file(self.checkpoint_dir, f"{self.name}-ipc{self.ipc}-{key}.progress.safetensors"), key
