@@ -2,8 +2,9 @@
 # One GPU session for devs+ (issue #7), run from the repository root; prepared on the CPU, for the next
 # session that is lent a GPU. What is left of issue #7 needs more DM iterations than the CPU can give:
 #   A. on a validation split (5,000 held-out CIFAR-10 training images, never test), at 1 / 10 / 50 images
-#      per class: the defaults against longer DM (1,000 iterations), a higher DM learning rate, and the
-#      medoid start without teacher labels (the best 1-per-class row of the CPU sweep), dc protocol, 3 nets;
+#      per class: the defaults against multi-formation (factor 2, alone and with 1,000 DM iterations),
+#      longer DM (1,000 iterations), and the medoid start without teacher labels (the best 1-per-class row
+#      of the CPU sweep), dc protocol, 3 nets;
 #   B. per images-per-class value, the setting with the best validation accuracy on the test splits of
 #      CIFAR-10 (JPEG copy) and Fashion-MNIST (the same choice: Fashion-MNIST gets no search of its own),
 #      dc protocol, 3 nets, random beside.
@@ -27,7 +28,8 @@ fi
 declare -A CONFIGS=(
   [defaults]=""
   [dm$LONG]="--param finetune_iterations=$LONG"
-  [dm$LONG-lr3]="--param finetune_iterations=$LONG --param finetune_lr=3"
+  [f2]="--param formation=2"
+  [f2-dm$LONG]="--param formation=2 --param finetune_iterations=$LONG"
   [medoid-nolabels-dm$LONG]="--param finetune_iterations=$LONG --param label_mix=0 --param anchor=1"
 )
 log() { echo "[$(date -u +%H:%M:%S) +${SECONDS}s] $*" | tee -a "$OUT/session.log"; }
@@ -50,7 +52,7 @@ PYEOF
 DEADLINE=$((SECONDS + PHASE_A))
 for ipc in $IPCS; do
   (
-    for config in defaults "dm$LONG" "medoid-nolabels-dm$LONG" "dm$LONG-lr3"; do
+    for config in defaults f2 "f2-dm$LONG" "dm$LONG" "medoid-nolabels-dm$LONG"; do
       table "$OUT/holdout-ipc$ipc.jsonl" "$config" --dataset "$CIFAR" --holdout $HOLDOUT --ipc "$ipc" --protocols dc \
         --runs 3 --jobs 3 --work-dir "runs/gpu-plus/holdout"
       log "A: ipc $ipc $config done"

@@ -182,14 +182,20 @@ def evaluate(
     progress: bool = True,
     compile: bool = False,
 ) -> EvaluationResult:
-    """Train ``runs`` fresh networks (seeds ``seed + i``) on ``distilled``; test on ``dataset.test``."""
+    """Train ``runs`` fresh networks (seeds ``seed + i``) on ``distilled``; test on ``dataset.test``.
+
+    A multi-formation set (``distilled.formation`` > 1) trains on its decoded images; its size in the
+    result is still the number of stored images, the budget it is compared under.
+    """
     spec, recipe = _resolve(protocol, runs, epochs, compile)
     check_compatible(distilled, dataset)
     torch_device = resolve_device(device)
     normalizer = Normalizer(distilled.mean, distilled.std, torch_device)
 
+    images, labels = distilled.training_set()  # decoded when the set uses multi-formation
+
     def train_and_test(net_seed: int) -> float:
-        return _train_and_test(distilled.images, distilled.labels, dataset, spec, recipe, normalizer, net_seed, torch_device)
+        return _train_and_test(images, labels, dataset, spec, recipe, normalizer, net_seed, torch_device)
 
     return _run_nets(distilled.method or "distilled", protocol, len(distilled), runs, seed, progress, train_and_test)
 

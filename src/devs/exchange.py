@@ -129,6 +129,8 @@ def _labels_document(distilled: DistilledSet, folders: list[str], files: list[st
         "source_train_size": distilled.source_train_size,
         "devs_version": distilled.devs_version,
         "created": distilled.created,
+        # >1: each PNG holds formation x formation training images (devs.formation); train on the decoded ones
+        "formation": distilled.formation,
         "images": [{"file": file, "label": row} for file, row in zip(files, labels)],
     }
 
@@ -383,6 +385,7 @@ def import_distilled(directory: str | Path) -> DistilledSet:
             source_train_size=document["source_train_size"],
             devs_version=document["devs_version"],
             created=document["created"],
+            formation=document.get("formation", 1),  # exports from before multi-formation: 1
         )
     except DistilledFileError as error:  # devs.io's validation: label sums, NaN, channel counts, ...
         raise DistilledFileError(f"{path}: {error}") from None

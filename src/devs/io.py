@@ -20,7 +20,8 @@ import torch
 from safetensors import SafetensorError, safe_open
 from safetensors.torch import save_file
 
-from .errors import DistilledFileError
+from .errors import DistilledFileError, InvalidParameterError
+from .formation import check_factor, decode, decode_labels
 from .runtime import atomic_path, check_writable
 
 FORMAT = "devs.distilled.v1"
@@ -57,12 +58,22 @@ class DistilledSet:
     source_train_size: int | None = None
     devs_version: str = field(default_factory=_version)
     created: str = field(default_factory=lambda: _creation_time())
+    # Multi-formation factor (devs.formation): each stored image holds formation**2 training images.
+    formation: int = 1
 
     def __post_init__(self) -> None:
         self.classes = tuple(str(name) for name in self.classes)
         self.mean = [float(value) for value in self.mean]
         self.std = [float(value) for value in self.std]
         validate(self.images, self.labels, self.classes, self.mean, self.std)
+        try:
+            check_factor(self.formation, tuple(self.images.shape[2:]))
+        except InvalidParameterError as error:
+            raise DistilledFileError(str(error)) from None
+
+    def training_set(self) -> tuple[torch.Tensor, torch.Tensor]:
+        """(images, label rows) to train on: the stored ones, decoded when ``formation`` > 1."""
+        return decode(self.images, self.formation), decode_labels(self.labels, self.formation)
 
     def __len__(self) -> int:
         return len(self.images)
@@ -96,6 +107,7 @@ class DistilledSet:
             "source_train_size": "" if self.source_train_size is None else str(self.source_train_size),
             "devs_version": self.devs_version,
             "created": self.created,
+            "formation": str(self.formation),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -189,6 +201,7 @@ def load_distilled(path: str | Path) -> DistilledSet:
     config = _parse_json(metadata, "config", path) if metadata.get("config") else {}
     seed = metadata.get("seed") or None
     size = metadata.get("source_train_size") or None
+    formation = metadata.get("formation") or "1"  # files from before multi-formation: 1
     try:
         return DistilledSet(
             images=tensors["images"].float(),
@@ -203,6 +216,7 @@ def load_distilled(path: str | Path) -> DistilledSet:
             source_train_size=int(size) if size is not None else None,
             devs_version=metadata.get("devs_version", ""),
             created=metadata.get("created", ""),
+            formation=int(formation),
         )
     except DistilledFileError as error:
         raise DistilledFileError(f"{path}: {error}") from None

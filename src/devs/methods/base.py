@@ -163,7 +163,8 @@ class DistillationMethod:
     def fit(self, data: Any) -> "DistillationMethod":  # pragma: no cover - interface
         raise NotImplementedError
 
-    def _result(self, data: TrainingData, images: torch.Tensor, labels: torch.Tensor, seed: int) -> DistilledSet:
+    def _result(self, data: TrainingData, images: torch.Tensor, labels: torch.Tensor, seed: int,
+                formation: int = 1) -> DistilledSet:
         return DistilledSet(
             images=images,
             labels=labels,
@@ -175,6 +176,7 @@ class DistillationMethod:
             config=_jsonable({k: v for k, v in self.get_params().items() if k not in self.runtime_params}),
             seed=seed,
             source_train_size=len(data.images),
+            formation=formation,
         )
 
 

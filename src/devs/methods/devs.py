@@ -137,13 +137,18 @@ class DEvS(DistillationMethod):
         self.compile = compile
 
     # ----------------------------------------------------------------------------- validation
+    def _final_stage_ipc(self) -> int:
+        """How many images per class the last stage clusters into (devs+ with multi-formation: more)."""
+        return self.ipc
+
     def _resolve_schedule(self, data: TrainingData) -> list[int]:
         check_ipc("DEvS", self.ipc, data)
+        final = self._final_stage_ipc()
         schedule = list(self.schedule) if self.schedule is not None else []
         for value in schedule:
             check_number("DEvS", "schedule", value, integer=True, low=1)
-        if not schedule or schedule[-1] != self.ipc:
-            schedule.append(self.ipc)
+        if not schedule or schedule[-1] != final:
+            schedule.append(final)
         available = int(torch.bincount(data.labels, minlength=data.num_classes).min())
         if self.clustering == "global":
             available = len(data.labels) // data.num_classes
@@ -151,7 +156,7 @@ class DEvS(DistillationMethod):
         if not decreasing or schedule[0] > available:
             raise InvalidParameterError(
                 f"The 'schedule' of DEvS must strictly decrease, start at most at {available} images per class "
-                f"and end at ipc={self.ipc}. Got {schedule} instead."
+                f"and end at {final} (ipc={self.ipc}). Got {schedule} instead."
             )
         return schedule
 

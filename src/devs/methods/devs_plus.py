@@ -10,7 +10,11 @@
 3. Distribution-matching fine-tuning (``finetune_iterations``): DM (Zhao & Bilen) started from the DEvS
    images instead of random real ones, for a few iterations; labels are kept. Its progress is saved in
    ``checkpoint_dir`` beside the DEvS stages, so ``resume`` continues it (or extends it to more iterations).
-With every addition off (``label_mix=0, anchor=0, finetune_iterations=0``) devs+ is DEvS. The defaults
+4. Multi-formation (``formation``, IDC's parameterization): with factor f the last stage clusters each
+   class into ``ipc * f**2`` groups, whose representatives are reduced to 1/f of the size and packed f x f
+   into each stored image (label row: the mean of its tiles' rows); the file records f and training
+   decodes it (devs.formation). Same pixels stored, f**2 times as many (smaller) training images.
+With every addition off (``label_mix=0, anchor=0, finetune_iterations=0, formation=1``) devs+ is DEvS. The defaults
 (0.5, 0.5, 300) are the best setting measured on a validation split (BENCHMARKS.md, "devs+").
 """
 
@@ -23,11 +27,12 @@ import torch
 from ..cluster import cluster_means
 from ..distributed import Group
 from ..errors import InvalidParameterError
+from ..formation import check_factor, downsample, encode, pack_labels
 from .base import as_training_data, check_number, register_method
 from .devs import DEvS, StageContext
 from .matching import DistributionMatching
 
-PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr")
+PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "formation")
 
 
 @register_method("devs+")
@@ -41,19 +46,27 @@ class DEvSPlus(DEvS):
     anchor: weight in [0, 1] of the cluster medoid in each image.
     finetune_iterations: DM iterations started from the DEvS images (0: none; needs per-class clustering).
     finetune_lr: DM's learning rate on the pixels.
+    formation: multi-formation factor f (1: off): each stored image holds f x f images at 1/f of the size.
+        The last stage (and a given ``schedule``) counts those smaller images: ``ipc * f**2`` per class.
+
+    After ``fit``, ``assignments_[-1]`` maps inputs to the last stage's images, which with formation f are
+    the tiles: tile t lies in stored image t // f**2.
     """
 
     name = "devs+"
-    after_stages_params = ("finetune_iterations", "finetune_lr")  # the DM step changes no DEvS stage
+    # The DM step and the packing into stored images change no DEvS stage (a stage's size is in its key).
+    after_stages_params = ("finetune_iterations", "finetune_lr", "formation")
 
     def __init__(self, ipc: int = 10, *, label_mix: float = 0.5, temperature: float = 1.0, anchor: float = 0.5,
-                 finetune_iterations: int = 300, finetune_lr: float = 1.0, **devs_params: Any) -> None:
+                 finetune_iterations: int = 300, finetune_lr: float = 1.0, formation: int = 1,
+                 **devs_params: Any) -> None:
         super().__init__(ipc, **devs_params)
         self.label_mix = label_mix
         self.temperature = temperature
         self.anchor = anchor
         self.finetune_iterations = finetune_iterations
         self.finetune_lr = finetune_lr
+        self.formation = formation
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -68,6 +81,11 @@ class DEvSPlus(DEvS):
         check_number("devs+", "finetune_lr", self.finetune_lr, integer=False, low=1e-9)
         if self.finetune_iterations and self.clustering != "per-class":
             raise InvalidParameterError("finetune_iterations needs clustering='per-class' (DM keeps ipc images per class).")
+        if self.formation != 1 and self.clustering != "per-class":
+            raise InvalidParameterError("formation > 1 needs clustering='per-class' (one class per stored image).")
+
+    def _final_stage_ipc(self) -> int:
+        return self.ipc * self.formation**2
 
     # ----------------------------------------------------------------------------- representatives
     def _representatives(self, images, targets, output_index: torch.Tensor, k: int, group: Group,
@@ -95,19 +113,32 @@ class DEvSPlus(DEvS):
 
     # ----------------------------------------------------------------------------- fine-tuning
     def fit(self, data: Any) -> "DEvSPlus":
+        data = as_training_data(data)
+        check_factor(self.formation, tuple(data.images.shape[2:]), "devs+ formation")
         super().fit(data)
+        if self.formation > 1:
+            self._pack(data)
         if self.finetune_iterations:
-            self._finetune(as_training_data(data))
+            self._finetune(data)
         return self
+
+    def _pack(self, data) -> None:
+        """Reduce the last stage's images and pack them f x f, class by class, into stored images."""
+        tiles = self.distilled_
+        images = encode(downsample(tiles.images, self.formation), self.formation)
+        result = self._result(data, images, pack_labels(tiles.labels, self.formation), self.random_state,
+                              formation=self.formation)
+        result.config.update({k: v for k, v in tiles.config.items() if k not in result.config})
+        self.distilled_ = result
 
     def _finetune(self, data) -> None:
         start = self.distilled_
         dm = _DistributionMatchingFrom(
             start.images, ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
-            progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume,
+            progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
         ).fit(data)
-        result = self._result(data, dm.distilled_.images, start.labels, self.random_state)
+        result = self._result(data, dm.distilled_.images, start.labels, self.random_state, formation=self.formation)
         result.config.update({k: v for k, v in start.config.items() if k not in result.config})
         result.config["finetune_iterations_done"] = dm.iterations_done_
         self.distilled_ = result

@@ -33,6 +33,7 @@ from tqdm.auto import tqdm
 
 from ..dsa import DEFAULT_STRATEGY, parse_strategy, sample_siamese
 from ..errors import InvalidParameterError
+from ..formation import check_factor, decode, downsample, encode
 from ..models import build_model
 from ..runtime import make_generator, resolve_device
 from ..store import ArrayStore
@@ -131,6 +132,7 @@ class _PixelMatching(DistillationMethod):
     """
 
     runtime_params = ("device", "progress", "checkpoint_dir", "resume")
+    formation: int = 1  # stored images hold formation**2 training images (DM's parameter; DC keeps 1)
     ipc: int
     iterations: int
     lr_img: float
@@ -196,7 +198,7 @@ class _PixelMatching(DistillationMethod):
         self.elapsed_s_ = time.perf_counter() - start
         pixels = state.images.detach() * normalizer.std + normalizer.mean
         labels = F.one_hot(state.labels, data.num_classes).float()
-        self.distilled_ = self._result(data, pixels.cpu(), labels.cpu(), self.random_state)
+        self.distilled_ = self._result(data, pixels.cpu(), labels.cpu(), self.random_state, formation=self.formation)
         self.distilled_.config.update(self._resolved(), iterations_done=self.iterations_done_)
         return self
 
@@ -250,10 +252,15 @@ class _PixelMatching(DistillationMethod):
         save_progress(path, key, MatchingProgress(state.images, momentum, state.generator.get_state(), stacked))
 
     def _initial_state(self, data: TrainingData, normalizer: Normalizer, device: torch.device) -> MatchingState:
-        """Synthetic images initialised from distinct random real images of each class (init='real')."""
+        """Synthetic images initialised from distinct random real images of each class (init='real').
+
+        With multi-formation, each stored image starts as ``formation**2`` real images at reduced size.
+        """
+        factor = check_factor(self.formation, tuple(data.images.shape[2:]), f"{self.name} formation")
         generator = make_generator(self.random_state)
         sampler = ClassSampler(data.images, data.labels, data.num_classes, generator, normalizer)
-        images = torch.cat([sampler.sample(cls, self.ipc) for cls in range(data.num_classes)])
+        tiles = [downsample(sampler.sample(cls, self.ipc * factor**2), factor) for cls in range(data.num_classes)]
+        images = torch.cat([encode(class_tiles, factor) for class_tiles in tiles])
         labels = torch.arange(data.num_classes, device=device).repeat_interleave(self.ipc)
         return MatchingState(images.detach().clone().requires_grad_(True), labels, self.ipc, data.num_classes,
                              sampler, generator, device)
@@ -414,6 +421,8 @@ class DistributionMatching(_PixelMatching):
     batch_real: real images per class per iteration (paper: 256).
     dsa: the differentiable Siamese augmentation strategy (paper:
         ``"color_crop_cutout_flip_scale_rotate"``); ``None`` or ``"none"`` switches it off.
+    formation: multi-formation factor (devs.formation; IDC): each stored image holds ``formation**2``
+        training images at 1/``formation`` of the size, matched decoded; 1 (the paper): off.
     width, depth: the ConvNet whose trunk (``net.features``) embeds the images (ConvNet-3, 128 filters).
     time_budget_s: stop after the iteration in which this many seconds (since ``fit`` began) are spent.
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
@@ -436,6 +445,7 @@ class DistributionMatching(_PixelMatching):
         lr_img: float = 1.0,
         batch_real: int = 256,
         dsa: str | None = DEFAULT_STRATEGY,
+        formation: int = 1,
         width: int = 128,
         depth: int = 3,
         time_budget_s: float | None = None,
@@ -450,6 +460,7 @@ class DistributionMatching(_PixelMatching):
         self.lr_img = lr_img
         self.batch_real = batch_real
         self.dsa = dsa
+        self.formation = formation
         self.width = width
         self.depth = depth
         self.time_budget_s = time_budget_s
@@ -470,7 +481,7 @@ class DistributionMatching(_PixelMatching):
         image_size = tuple(state.images.shape[2:])
         losses = []
         for cls in range(state.num_classes):
-            real, syn = state.sampler.sample(cls, self.batch_real), state.class_images(cls)
+            real, syn = state.sampler.sample(cls, self.batch_real), decode(state.class_images(cls), self.formation)
             augment = sample_siamese(groups, state.generator, image_size)  # the same draw for both batches
             real_mean = mean_features(net, augment(real))
             syn_mean = net.features(augment(syn)).mean(0)
