@@ -1,15 +1,20 @@
 """Multi-formation: packing, decoding, the file field, and the methods that use it."""
 
+import importlib
+import json
+
 import pytest
 import torch
 import torch.nn.functional as F
 from safetensors import safe_open
 from safetensors.torch import load_file, save_file
 
-import importlib
 from devs import DEvSPlus, DistributionMatching, DistilledSet, evaluate
+from devs.cli import main
 from devs.errors import DistilledFileError, InvalidParameterError
+from devs.exchange import export_distilled, import_distilled
 from devs.formation import check_factor, decode, decode_labels, downsample, encode, pack_labels, split
+from devs.inspection import describe
 from devs.io import load_distilled
 
 
@@ -132,9 +137,20 @@ def test_devs_plus_formation_packs_the_last_stage_tiles(digits, tmp_path, caplog
         DEvSPlus(**FAST, formation=3).fit(digits)
 
 
-def test_export_and_import_keep_the_factor(tmp_path):
-    from devs.exchange import export_distilled, import_distilled
-
+def test_export_import_and_inspect_keep_the_factor(tmp_path):
     stored = _stored_set()
     back = import_distilled(export_distilled(stored, tmp_path / "export"))
     assert back.formation == 2 and torch.allclose(back.images, stored.images, atol=1 / 255)
+    assert describe(back)["metadata"]["formation"] == 2
+
+
+def test_cli_distills_and_evaluates_a_multi_formation_set(tmp_path, capsys):
+    out = tmp_path / "mf.safetensors"
+    assert main(["distill", "--method", "devs+", "--ipc", "1", "--epochs", "1", "--param", "width=8",
+                 "--param", "formation=2", "--param", "finetune_iterations=0", "--out", str(out),
+                 "--no-evaluate", "-q"]) == 0
+    assert load_distilled(out).formation == 2
+    capsys.readouterr()
+    assert main(["evaluate", str(out), "--dataset", "digits", "--runs", "1", "--eval-epochs", "2", "--no-baseline",
+                 "--json", "-q"]) == 0
+    assert json.loads(capsys.readouterr().out)["results"][0]["size"] == 10

@@ -63,6 +63,7 @@ def describe(distilled: DistilledSet) -> dict[str, Any]:
             "devs_version": distilled.devs_version,
             "mean": distilled.mean,
             "std": distilled.std,
+            "formation": distilled.formation,
         },
         "config": distilled.config,
     }
