@@ -104,8 +104,9 @@ def test_dm_with_formation_starts_from_reduced_real_images_and_records_the_facto
     dm = DistributionMatching(ipc=1, iterations=2, formation=2, width=8, progress=False).fit(digits)
     result = dm.distilled_
     assert result.formation == 2 and result.images.shape == (10, 1, 8, 8) and result.class_counts() == [1] * 10
-    assert dm.loss_history_[1] < dm.loss_history_[0] * 1.5  # it ran and stayed finite
     start = DistributionMatching(ipc=1, iterations=1, lr_img=1e-9, formation=2, width=8, progress=False).fit(digits)
+    # the matching loss reaches the stored pixels through the decoder
+    assert not torch.allclose(result.images, start.distilled_.images, atol=1e-4)
     # each stored start image is four distinct half-size real images of its class
     tiles = split(start.distilled_.images, 2)
     reduced = downsample(digits.train.images, 2)
