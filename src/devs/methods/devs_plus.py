@@ -20,6 +20,7 @@ With every addition off (``label_mix=0, anchor=0, finetune_iterations=0, formati
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import torch
@@ -28,6 +29,7 @@ from ..cluster import cluster_means
 from ..distributed import Group
 from ..errors import InvalidParameterError
 from ..formation import check_factor, downsample, encode, pack_labels
+from ..io import DistilledSet
 from .base import as_training_data, check_number, register_method
 from .devs import DEvS, StageContext
 from .matching import DistributionMatching
@@ -117,19 +119,17 @@ class DEvSPlus(DEvS):
         check_factor(self.formation, tuple(data.images.shape[2:]), "devs+ formation")
         super().fit(data)
         if self.formation > 1:
-            self._pack(data)
+            self._pack()
         if self.finetune_iterations:
             self._finetune(data)
         return self
 
-    def _pack(self, data) -> None:
+    def _pack(self) -> None:
         """Reduce the last stage's images and pack them f x f, class by class, into stored images."""
         tiles = self.distilled_
         images = encode(downsample(tiles.images, self.formation), self.formation)
-        result = self._result(data, images, pack_labels(tiles.labels, self.formation), self.random_state,
-                              formation=self.formation)
-        result.config.update({k: v for k, v in tiles.config.items() if k not in result.config})
-        self.distilled_ = result
+        self.distilled_ = _with(tiles, images=images, labels=pack_labels(tiles.labels, self.formation),
+                                formation=self.formation)
 
     def _finetune(self, data) -> None:
         start = self.distilled_
@@ -138,10 +138,13 @@ class DEvSPlus(DEvS):
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
             progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
         ).fit(data)
-        result = self._result(data, dm.distilled_.images, start.labels, self.random_state, formation=self.formation)
-        result.config.update({k: v for k, v in start.config.items() if k not in result.config})
-        result.config["finetune_iterations_done"] = dm.iterations_done_
-        self.distilled_ = result
+        self.distilled_ = _with(start, images=dm.distilled_.images)
+        self.distilled_.config["finetune_iterations_done"] = dm.iterations_done_
+
+
+def _with(distilled: DistilledSet, **changes: Any) -> DistilledSet:
+    """A copy of ``distilled`` (config included, as its own dict) with ``changes``, validated again."""
+    return dataclasses.replace(distilled, config=dict(distilled.config), **changes)
 
 
 def _medoid_rows(features: torch.Tensor, output_index: torch.Tensor, k: int) -> torch.Tensor:
