@@ -18,6 +18,7 @@ import torch.nn.functional as F
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
 from devs.data import holdout_split, load_dataset  # noqa: E402
 from devs.evaluate import evaluate  # noqa: E402
+from devs.formation import decode, downsample, encode  # noqa: E402
 from devs.io import DistilledSet, load_distilled  # noqa: E402
 
 ds = holdout_split(load_dataset(str(Path(__file__).resolve().parents[1] / ".data/cifar10-jpeg.tar.gz")), 5000, seed=0)
@@ -25,7 +26,8 @@ mean, std = ds.channel_stats()
 
 
 def lowres(x, f=2):
-    return F.interpolate(F.avg_pool2d(x, f), scale_factor=f, mode="bilinear", align_corners=False)
+    """What training sees after packing ``x`` f x f: reduced, then decoded back to full size."""
+    return decode(encode(downsample(x, f), f), f)
 
 
 def run(name, images, labels):
