@@ -12,7 +12,6 @@ import sys
 import time
 from pathlib import Path
 
-import torch
 import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "src"))
@@ -20,6 +19,7 @@ from devs.data import holdout_split, load_dataset  # noqa: E402
 from devs.evaluate import evaluate  # noqa: E402
 from devs.formation import decode, downsample, encode  # noqa: E402
 from devs.io import DistilledSet, load_distilled  # noqa: E402
+from devs.methods.coresets import random_subset_indices  # noqa: E402
 
 ds = holdout_split(load_dataset(str(Path(__file__).resolve().parents[1] / ".data/cifar10-jpeg.tar.gz")), 5000, seed=0)
 mean, std = ds.channel_stats()
@@ -39,9 +39,8 @@ def run(name, images, labels):
 
 what = sys.argv[1]
 if what == "random":
-    g = torch.Generator().manual_seed(0)
     y = ds.train.labels
-    idx = torch.cat([torch.nonzero(y == c).flatten()[torch.randperm(int((y == c).sum()), generator=g)[:40]] for c in range(10)])
+    idx = random_subset_indices(y, [40] * 10, seed=0)
     x = ds.train.images[idx].float()
     run("random40-lowres", lowres(x), F.one_hot(y[idx], 10).float())
 else:
