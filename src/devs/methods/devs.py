@@ -203,14 +203,13 @@ class DEvS(DistillationMethod):
         self.stages_: list[dict[str, Any]] = []
         # assignments_[i][j]: the output index of stage i's input j (None for a resumed stage).
         self.assignments_: list[torch.Tensor | None] = []
+        # extractors_[i]: stage i's trained extractor (None for a resumed stage; see first_extractor).
+        self.extractors_: list[torch.nn.Module | None] = []
         for stage, (stage_ipc, stage_epochs) in enumerate(zip(schedule, epochs)):
             seed = self.random_state + stage
             key = self._stage_key(input_key, stage_ipc, stage_epochs, seed)
             path = self._checkpoint_path(f"stage{stage + 1}-ipc{stage_ipc}-{key}.safetensors")
-            # The extractor's key leaves out the target sizes, so runs at several ipc values sharing one
-            # checkpoint_dir (with resume) train the first-stage extractor once.
-            extractor_key = ExtractorSpec.of(self).key(input_key, stage_epochs, seed)
-            extractor_path = self._checkpoint_path(f"extractor{stage + 1}-{extractor_key}.safetensors")
+            extractor_path = self._extractor_path(input_key, stage, stage_epochs, seed)
             input_key = key
             # The main rank decides what is resumed, so all ranks take the same path.
             finished = group.broadcast_object(self._load_finished_stage(path, key) if self.resume and group.is_main else None)
@@ -218,13 +217,15 @@ class DEvS(DistillationMethod):
                 images, targets = finished.images, finished.labels
                 self.stages_.append({**finished.config["stage"], "resumed": True})
                 self.assignments_.append(None)
+                self.extractors_.append(None)
                 logger.info("Stage %d: resumed from %s", stage + 1, path)
                 continue
-            images, targets, assignments, record = self._run_stage(
+            images, targets, assignments, record, net = self._run_stage(
                 data, images, targets, stage, stage_ipc, stage_epochs, seed, normalizer, device, extractor_path, group
             )
             self.stages_.append(record)
             self.assignments_.append(assignments)
+            self.extractors_.append(net)
             if path is not None and group.is_main:
                 stage_set = self._result(data, images, targets, seed)
                 stage_set.config.update({"stage_key": key, "stage": record})
@@ -269,7 +270,7 @@ class DEvS(DistillationMethod):
         device: torch.device,
         extractor_path: Path | None,
         group: Group,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any]]:
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any], torch.nn.Module]:
         timings: dict[str, float] = {}
         show = self.progress and group.is_main
         start = time.perf_counter()
@@ -305,7 +306,7 @@ class DEvS(DistillationMethod):
                   **{name: round(value, 3) for name, value in timings.items()}}
         logger.info("Stage %d: %d -> %d images (%s)", stage + 1, len(output_index), len(images),
                     ", ".join(f"{name} {value:.1f}s" for name, value in timings.items()))
-        return images, targets, output_index, record
+        return images, targets, output_index, record, net
 
     def _representatives(self, images, targets, output_index: torch.Tensor, k: int, group: Group,
                          context: "StageContext") -> tuple[torch.Tensor, torch.Tensor]:
@@ -340,3 +341,29 @@ class DEvS(DistillationMethod):
 
     def _checkpoint_path(self, name: str) -> Path | None:
         return checkpoint_file(self.checkpoint_dir, name)
+
+    def _extractor_path(self, input_key: str, stage: int, epochs: int, seed: int) -> Path | None:
+        # The extractor's key leaves out the target sizes, so runs at several ipc values sharing one
+        # checkpoint_dir (with resume) train the first-stage extractor once.
+        key = ExtractorSpec.of(self).key(input_key, epochs, seed)
+        return self._checkpoint_path(f"extractor{stage + 1}-{key}.safetensors")
+
+    def first_extractor(self, data: Any) -> torch.nn.Module:
+        """The first stage's extractor (the one trained on all of ``data``), in eval mode, after ``fit``.
+
+        The net ``fit`` trained, or for a resumed first stage the one saved beside it in ``checkpoint_dir``
+        (trained again, with the same seed, if that file is gone).
+        """
+        if not getattr(self, "extractors_", None):
+            raise InvalidParameterError("first_extractor() needs a fitted DEvS: call fit(data) first.")
+        if self.extractors_[0] is not None:
+            return self.extractors_[0].eval()
+        data = as_training_data(data)
+        epochs = self.distilled_.config["resolved_epochs"][0]
+        device = resolve_device(self.device)
+        path = self._extractor_path(fingerprint(data.images, data.labels, data.classes), 0, epochs, self.random_state)
+        net = trained_extractor(ExtractorSpec.of(self), data.images, data.one_hot(), epochs, self.random_state,
+                                Normalizer(data.mean, data.std, device), device, path=path, reuse=True,
+                                compile=self.compile)
+        self.extractors_[0] = net
+        return net.eval()

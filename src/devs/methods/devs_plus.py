@@ -14,16 +14,24 @@
    class into ``ipc * f**2`` groups, whose representatives are reduced to 1/f of the size and packed f x f
    into each stored image (label row: the mean of its tiles' rows); the file records f and training
    decodes it (devs.formation). Same pixels stored, f**2 times as many (smaller) training images.
+5. Trained embeddings in the DM step (``trained_embedding``, ``trained_ce``; after IDM, Zhao et al. CVPR
+   2023, whose DM samples semi-trained nets from a queue it keeps training): a share of the DM iterations
+   embeds with DEvS's own first-stage extractor, already trained on all the data, instead of a fresh
+   random ConvNet, at no extra training cost; on those iterations ``trained_ce`` adds that net's
+   cross-entropy on the synthetic images (their class as the target).
 With every addition off (``label_mix=0, anchor=0, finetune_iterations=0, formation=1``) devs+ is DEvS. The defaults
 (0.5, 0.5, 300) are the best setting measured on a validation split (BENCHMARKS.md, "devs+").
 """
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 from typing import Any
 
 import torch
+import torch.nn.functional as F
+from torch import nn
 
 from ..cluster import cluster_means
 from ..distributed import Group
@@ -34,7 +42,8 @@ from .base import as_training_data, check_number, register_method
 from .devs import DEvS, StageContext
 from .matching import DistributionMatching
 
-PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "formation")
+PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "formation",
+               "trained_embedding", "trained_ce")
 
 
 @register_method("devs+")
@@ -50,6 +59,9 @@ class DEvSPlus(DEvS):
     finetune_lr: DM's learning rate on the pixels.
     formation: multi-formation factor f (1: off): each stored image holds f x f images at 1/f of the size.
         The last stage (and a given ``schedule``) counts those smaller images: ``ipc * f**2`` per class.
+    trained_embedding: probability in [0, 1] that a DM iteration embeds with the first-stage extractor
+        instead of a fresh random ConvNet (0: DM as published).
+    trained_ce: weight (>= 0) of that extractor's cross-entropy on the synthetic images on those iterations.
 
     After ``fit``, ``assignments_[-1]`` maps inputs to the last stage's images, which with formation f are
     the tiles: tile t lies in stored image t // f**2.
@@ -57,11 +69,11 @@ class DEvSPlus(DEvS):
 
     name = "devs+"
     # The DM step and the packing into stored images change no DEvS stage (a stage's size is in its key).
-    after_stages_params = ("finetune_iterations", "finetune_lr", "formation")
+    after_stages_params = ("finetune_iterations", "finetune_lr", "formation", "trained_embedding", "trained_ce")
 
     def __init__(self, ipc: int = 10, *, label_mix: float = 0.5, temperature: float = 1.0, anchor: float = 0.5,
                  finetune_iterations: int = 300, finetune_lr: float = 1.0, formation: int = 1,
-                 **devs_params: Any) -> None:
+                 trained_embedding: float = 0.0, trained_ce: float = 0.0, **devs_params: Any) -> None:
         super().__init__(ipc, **devs_params)
         self.label_mix = label_mix
         self.temperature = temperature
@@ -69,6 +81,8 @@ class DEvSPlus(DEvS):
         self.finetune_iterations = finetune_iterations
         self.finetune_lr = finetune_lr
         self.formation = formation
+        self.trained_embedding = trained_embedding
+        self.trained_ce = trained_ce
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -81,6 +95,11 @@ class DEvSPlus(DEvS):
         check_number("devs+", "temperature", self.temperature, integer=False, low=1e-3)
         check_number("devs+", "finetune_iterations", self.finetune_iterations, integer=True, low=0)
         check_number("devs+", "finetune_lr", self.finetune_lr, integer=False, low=1e-9)
+        check_number("devs+", "trained_embedding", self.trained_embedding, integer=False, low=0.0, high=1.0)
+        check_number("devs+", "trained_ce", self.trained_ce, integer=False, low=0.0)
+        if self.trained_ce and not self.trained_embedding:
+            raise InvalidParameterError("trained_ce applies on the iterations that embed with the trained extractor: "
+                                        "set trained_embedding > 0 as well, or trained_ce=0.")
         if self.finetune_iterations and self.clustering != "per-class":
             raise InvalidParameterError("finetune_iterations needs clustering='per-class' (DM keeps ipc images per class).")
         if self.formation != 1 and self.clustering != "per-class":
@@ -133,8 +152,10 @@ class DEvSPlus(DEvS):
 
     def _finetune(self, data) -> None:
         start = self.distilled_
+        trained = self.first_extractor(data) if self.trained_embedding else None
         dm = _DistributionMatchingFrom(
-            start.images, ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
+            start.images, trained_net=trained, trained_embedding=self.trained_embedding, trained_ce=self.trained_ce,
+            ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
             progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
         ).fit(data)
@@ -158,15 +179,37 @@ def _medoid_rows(features: torch.Tensor, output_index: torch.Tensor, k: int) -> 
 
 
 class _DistributionMatchingFrom(DistributionMatching):
-    """DM whose synthetic images start from given class-major images instead of random real ones."""
+    """DM whose synthetic images start from given class-major images instead of random real ones, and
+    which embeds with ``trained_net`` (its trunk) instead of a fresh random ConvNet on a random
+    ``trained_embedding`` share of the iterations, adding ``trained_ce`` x its cross-entropy on them.
 
-    def __init__(self, start_images: torch.Tensor, **params: Any) -> None:
+    The trained net is not in the progress checkpoint's key; the start images, which DEvS made with it, are.
+    """
+
+    def __init__(self, start_images: torch.Tensor, trained_net: nn.Module | None = None,
+                 trained_embedding: float = 0.0, trained_ce: float = 0.0, **params: Any) -> None:
         super().__init__(**params)
         self.start_images = start_images
+        self.trained_embedding = trained_embedding
+        self.trained_ce = trained_ce
+        self._trained = copy.deepcopy(trained_net).eval() if trained_net is not None else None
 
     @classmethod
     def param_names(cls) -> list[str]:
-        return DistributionMatching.param_names()
+        return DistributionMatching.param_names() + ["trained_embedding", "trained_ce"]
+
+    def _fresh_net(self, data, state, seed: int) -> nn.Module:
+        # The draw comes from the run's generator only when the option is on: with it off, runs stay
+        # bit-identical to DM's. Eval mode: no dropout in the trained net's head.
+        if self._trained is not None and float(torch.rand((), generator=state.generator)) < self.trained_embedding:
+            return self._trained.to(state.device)
+        return super()._fresh_net(data, state, seed)
+
+    def _extra_loss(self, net: nn.Module, syn_features: torch.Tensor, cls: int) -> torch.Tensor | float:
+        if net is not self._trained or not self.trained_ce:
+            return 0.0
+        target = torch.full((len(syn_features),), cls, device=syn_features.device)
+        return self.trained_ce * F.cross_entropy(net.head(syn_features), target)
 
     def _initial_state(self, data, normalizer, device):
         state = super()._initial_state(data, normalizer, device)
