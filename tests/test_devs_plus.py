@@ -8,7 +8,7 @@ import torch
 from devs import DEvS, DEvSPlus, get_method
 from devs.cli import main
 from devs.errors import InvalidParameterError
-from devs.methods.base import as_training_data
+from devs.train import Normalizer
 
 FAST = dict(ipc=2, epochs=2, width=16, progress=False)
 OFF = dict(label_mix=0.0, anchor=0.0, finetune_iterations=0)
@@ -100,8 +100,7 @@ def test_first_extractor_of_a_resumed_run_is_the_saved_one(digits, tmp_path):
 
 
 def _normalize(images, dataset):
-    data = as_training_data(dataset)
-    return (images - torch.tensor(data.mean).view(1, -1, 1, 1)) / torch.tensor(data.std).view(1, -1, 1, 1)
+    return Normalizer(*dataset.channel_stats(), torch.device("cpu"))(images)
 
 
 def _feature_gap(net, dataset, distilled) -> float:
