@@ -9,10 +9,13 @@ from safetensors.torch import load_file, save_file
 
 import devs.cli as cli
 from devs import load_distilled
-from devs.dsa import GROUPS, DrawnAugment, parse_strategy, sample_per_image, sample_siamese
+from devs.dsa import GROUPS, DrawnAugment, augment_groups, parse_strategy, sample_per_image, sample_siamese
+from devs.formation import decode
 from devs.errors import InvalidParameterError
 from devs.methods import DistributionMatching, GradientMatching, get_method, list_methods
+from devs.methods.base import as_training_data
 from devs.methods.matching import dc_loops, gradient_distance, layer_distance
+from devs.train import Normalizer
 
 # Small nets and real batches keep every fit well under a second per iteration on one CPU core.
 # depth=2 for DC: on 8x8 digits a third block instance-normalises 2x2 maps, which makes DC's
@@ -139,6 +142,50 @@ def test_dsa_per_image_draws_transform_each_image_by_its_own_parameters(group):
         assert torch.allclose(DrawnAugment(group, own)(x[i : i + 1]), out[i : i + 1], atol=1e-5)
     drawn = next(v for v in augment.values.values() if isinstance(v, torch.Tensor))
     assert len(drawn) == 6 and (group == "flip" or len(set(drawn.tolist())) > 1)  # not one draw for all
+
+
+def test_grouped_augmentation_applies_each_draw_to_its_own_rows_only():
+    """augment_groups (DM's batched classes) must equal applying each class's draw to that class alone."""
+    generator = torch.Generator().manual_seed(2)
+    sizes = [3, 1, 4, 2, 5, 3, 2, 4, 1, 3, 2, 2]  # enough groups that several kinds (and repeats) occur
+    draws = [sample_siamese(GROUPS, generator, (8, 8)) for _ in sizes[:-1]]
+    draws.append(sample_per_image(GROUPS, generator, (8, 8), sizes[-1]))
+    assert len({draw.kind for draw in draws}) >= 4
+    x = torch.randn(sum(sizes), 3, 8, 8, requires_grad=True)
+    out = augment_groups(x, sizes, draws)
+    expected = torch.cat([draw(part) for draw, part in zip(draws, x.split(sizes))])
+    assert torch.allclose(out, expected, atol=1e-6)
+    weights = torch.randn_like(out)
+    grad, = torch.autograd.grad((out * weights).sum(), x)
+    expected_grad, = torch.autograd.grad((expected * weights).sum(), x)
+    assert torch.allclose(grad, expected_grad, atol=1e-6)
+    assert augment_groups(x, [len(x)], [sample_siamese((), generator, (8, 8))]) is x
+    with pytest.raises(ValueError, match="rows"):
+        augment_groups(x, sizes[:-1], draws[:-1])
+
+
+@pytest.mark.parametrize("formation", [1, 2])
+def test_a_dm_iteration_equals_the_official_loop_over_classes(digits, formation):
+    """One DM step with the classes batched gives the loss and images of the per-class loop, draw for draw."""
+    dm = DistributionMatching(ipc=2, formation=formation, **FAST["dm"])
+    data = as_training_data(digits)
+    normalizer = Normalizer(data.mean, data.std, torch.device("cpu"))
+    batched, looped = (dm._initial_state(data, normalizer, torch.device("cpu")) for _ in range(2))
+    net = dm._fresh_net(data, batched, seed=3)
+    groups = parse_strategy(dm.dsa)
+    reference = []
+    for cls in range(10):  # the official code's loop, written out
+        real, syn = looped.sampler.sample(cls, dm.batch_real), decode(looped.class_images(cls), formation)
+        augment = sample_siamese(groups, looped.generator, (8, 8))
+        real_mean = net.features(augment(real)).mean(0).detach()
+        reference.append(((real_mean - net.features(augment(syn)).mean(0)) ** 2).sum())
+    reference_loss = torch.stack(reference).sum()
+    reference_loss.backward()
+    loss = dm._iteration(batched, net, torch.optim.SGD([batched.images], lr=1.0))
+    assert float(loss) == pytest.approx(float(reference_loss.detach()) / 10, rel=1e-5)
+    start = dm._initial_state(data, normalizer, torch.device("cpu")).images.detach()
+    assert torch.allclose(batched.images.detach(), start - looped.images.grad, atol=1e-5)
+    assert not torch.equal(batched.images.detach(), start)
 
 
 def test_dsa_crop_translates_by_whole_pixels_with_zero_fill():

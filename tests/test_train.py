@@ -74,6 +74,8 @@ def test_inference_matches_the_net_and_leaves_its_layout(digits):
     assert torch.allclose(extract_features(net, images, normalizer, cpu, batch_size=16), expected_features, atol=1e-5)
     # DM's mean embedding, channels-last and 32 rows at a time, is the plain mean.
     assert torch.allclose(mean_features(net, normalizer(images), chunk=16), expected_features.mean(0), atol=1e-5)
+    grouped = mean_features(net, normalizer(images), chunk=16, sizes=[20, 17])  # one mean per run of rows
+    assert torch.allclose(grouped, torch.stack([expected_features[:20].mean(0), expected_features[20:].mean(0)]), atol=1e-5)
     # Inference runs on a channels-last copy; the net itself keeps its layout (safetensors needs contiguous).
     assert all(parameter.is_contiguous() for parameter in net.parameters())
     # A short last batch padded to the batch size (as compiled inference does) returns the same rows.

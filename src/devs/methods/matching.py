@@ -31,7 +31,7 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from ..dsa import DEFAULT_STRATEGY, parse_strategy, sample_siamese
+from ..dsa import DEFAULT_STRATEGY, augment_groups, parse_strategy, sample_siamese
 from ..errors import InvalidParameterError
 from ..formation import check_factor, decode, downsample, encode
 from ..models import build_model
@@ -475,18 +475,26 @@ class DistributionMatching(_PixelMatching):
         parse_strategy(self.dsa)
 
     def _iteration(self, state: MatchingState, net: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """One step on the images: per class, squared distance between mean real and synthetic embeddings."""
+        """One step on the images: per class, squared distance between mean real and synthetic embeddings.
+
+        Each class has its own augmentation draw, the same for its real and synthetic images; the classes
+        are then augmented and embedded together (augment_groups), which gives what a loop over classes
+        gives, with fewer and larger kernel launches.
+        """
         net.requires_grad_(False)  # the net is a fixed random embedding; only the pixels learn
         groups = parse_strategy(self.dsa)
         image_size = tuple(state.images.shape[2:])
-        losses = []
-        for cls in range(state.num_classes):
-            real, syn = state.sampler.sample(cls, self.batch_real), decode(state.class_images(cls), self.formation)
-            augment = sample_siamese(groups, state.generator, image_size)  # the same draw for both batches
-            real_mean = mean_features(net, augment(real))
-            syn_features = net.features(augment(syn))
-            losses.append(((real_mean - syn_features.mean(0)) ** 2).sum() + self._extra_loss(net, syn_features, cls))
-        loss = torch.stack(losses).sum()
+        reals, draws = [], []
+        for cls in range(state.num_classes):  # the official loop's order of draws: real batch, then augmentation
+            reals.append(state.sampler.sample(cls, self.batch_real))
+            draws.append(sample_siamese(groups, state.generator, image_size))
+        real_sizes = [len(real) for real in reals]
+        real_means = mean_features(net, augment_groups(torch.cat(reals), real_sizes, draws), sizes=real_sizes)
+        syn = decode(state.images, self.formation)  # class-major, as the stored images
+        syn_sizes = [len(syn) // state.num_classes] * state.num_classes
+        syn_features = net.features(augment_groups(syn, syn_sizes, draws)).split(syn_sizes)
+        loss = torch.stack([((real_means[cls] - features.mean(0)) ** 2).sum() + self._extra_loss(net, features, cls)
+                            for cls, features in enumerate(syn_features)]).sum()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
