@@ -492,7 +492,11 @@ class DistributionMatching(_PixelMatching):
         real_means = mean_features(net, augment_groups(torch.cat(reals), real_sizes, draws), sizes=real_sizes)
         syn = decode(state.images, self.formation)  # class-major, as the stored images
         syn_sizes = [len(syn) // state.num_classes] * state.num_classes
-        syn_features = net.features(augment_groups(syn, syn_sizes, draws)).split(syn_sizes)
+        syn = augment_groups(syn, syn_sizes, draws)
+        # One call on a GPU; class by class on the CPU, where one large batch runs slower (its activations are
+        # re-allocated from the system every iteration: 1.3x at 10 per class with formation 2).
+        parts = syn.split(syn_sizes) if syn.device.type == "cpu" else (syn,)
+        syn_features = torch.cat([net.features(part) for part in parts]).split(syn_sizes)
         loss = torch.stack([((real_means[cls] - features.mean(0)) ** 2).sum() + self._extra_loss(net, features, cls)
                             for cls, features in enumerate(syn_features)]).sum()
         optimizer.zero_grad(set_to_none=True)
