@@ -10,8 +10,8 @@ from safetensors.torch import load_file, save_file
 import devs.cli as cli
 from devs import load_distilled
 from devs.dsa import GROUPS, DrawnAugment, augment_groups, parse_strategy, sample_per_image, sample_siamese
-from devs.formation import decode
 from devs.errors import InvalidParameterError
+from devs.formation import decode
 from devs.methods import DistributionMatching, GradientMatching, get_method, list_methods
 from devs.methods.base import as_training_data
 from devs.methods.matching import dc_loops, gradient_distance, layer_distance

@@ -15,6 +15,7 @@ strategy's groups (``color`` = brightness, saturation and contrast together; ``c
 
 from __future__ import annotations
 
+import itertools
 import math
 from dataclasses import dataclass, field
 from typing import Any
@@ -100,9 +101,7 @@ def augment_groups(x: torch.Tensor, sizes: list[int], draws: list[DrawnAugment])
     """
     if len(sizes) != len(draws) or sum(sizes) != len(x):
         raise ValueError(f"{len(draws)} draws for {len(sizes)} groups of {sum(sizes)} rows, but x has {len(x)} rows")
-    starts = [0]
-    for size in sizes[:-1]:
-        starts.append(starts[-1] + size)
+    starts = [0, *itertools.accumulate(sizes[:-1])]
     kinds: dict[str, list[int]] = {}
     for group, draw in enumerate(draws):
         kinds.setdefault(draw.kind, []).append(group)

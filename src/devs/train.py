@@ -32,6 +32,7 @@ from .store import ArrayStore
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
+GPU_CHUNK_VALUES = 2**24  # input values per mean_features call off the CPU: 5,461 32x32x3 images, 341 at 128 px
 
 
 @dataclass(frozen=True)
@@ -225,9 +226,6 @@ def inference_batch_size(images: torch.Tensor | ArrayStore) -> int:
 def _inference_layout(device: torch.device) -> torch.memory_format:
     """The memory layout of inference batches: channels-last on the CPU (see _inference_runner), else the default."""
     return torch.channels_last if device.type == "cpu" else torch.contiguous_format
-
-
-GPU_CHUNK_VALUES = 2**24  # input values per call off the CPU: 5,461 32x32x3 images, 341 at 128 px
 
 
 def _inference_runner(net: nn.Module, device: torch.device, compile: bool, features: bool = False):
