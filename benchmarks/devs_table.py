@@ -32,6 +32,8 @@ from pathlib import Path
 
 import torch
 
+from devs.evaluate import EvaluationResult
+
 _append_lock = threading.Lock()
 
 
@@ -93,19 +95,37 @@ def bench(args: argparse.Namespace) -> None:
     def evaluate_cell(out: Path, record: dict, distill: list[str], ipc: int, protocol: str) -> None:
         evaluate = [sys.executable, "-m", "devs", "evaluate", str(out), *data_options, "--protocol", protocol,
                     *protocol_options, "--runs", str(args.runs), *common, "--json", "-q"]
-        report = json.loads(run(evaluate))
+        if args.split_nets:
+            report, command = evaluate_split(evaluate)
+        else:
+            report, command = json.loads(run(evaluate)), shlex.join(evaluate)
         row = {
             "dataset": stem, "config": args.config, "holdout": args.holdout, "ipc": ipc, "protocol": protocol,
             "runs": args.runs, "eval_epochs": args.eval_epochs, "devs": report["results"][0], "random": report["results"][1],
             "distill_wall_time_s": record["wall_time_s"], "distill_peak_memory_mib": record["peak_memory_mib"],
             "distill_cuda_peak_memory_mib": record.get("cuda_peak_memory_mib"),
             "stages": record.get("stages"), "distill_command": shlex.join(distill),
-            "evaluate_command": shlex.join(evaluate), "machine": machine(), "concurrent_jobs": args.jobs,
+            "evaluate_command": command, "machine": machine(), "concurrent_jobs": args.jobs,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }
         append(results, row)
         print(f"{args.config} ipc {ipc} {protocol}: devs {row['devs']['mean']:.2f} ± {row['devs']['std']:.2f}, "
               f"random {row['random']['mean']:.2f} ± {row['random']['std']:.2f}", flush=True)
+
+    def evaluate_split(evaluate: list[str]) -> tuple[dict, str]:
+        """The nets of one cell as --runs processes at once (net i: ``--runs 1 --seed SEED+i``, the same net
+        as in one process), merged; for a GPU that one process would leave mostly idle."""
+        at = evaluate.index("--runs")
+        one_net = evaluate[:at] + ["--runs", "1"] + evaluate[at + 2:]
+        at = one_net.index("--seed")
+
+        def net(i: int) -> dict:
+            return json.loads(run(one_net[:at + 1] + [str(args.seed + i)] + one_net[at + 2:]))
+
+        with ThreadPoolExecutor(max_workers=args.runs) as nets:
+            reports = list(nets.map(net, range(args.runs)))
+        seeds = " ".join(str(args.seed + i) for i in range(args.runs))
+        return merge_reports(reports), f"{shlex.join(one_net[:at + 1] + ['S'] + one_net[at + 2:])}  # at once, S in {seeds}"
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         pending = []
@@ -123,6 +143,19 @@ def bench(args: argparse.Namespace) -> None:
             pending += [pool.submit(evaluate_cell, out, record, distill, ipc, p) for p in protocols]
         for future in pending:
             future.result()  # re-raise the first failure
+
+
+def merge_reports(reports: list[dict]) -> dict:
+    """One ``devs evaluate --json`` report from reports of the same sets on different nets, in seed order."""
+    merged = []
+    for parts in zip(*(report["results"] for report in reports)):
+        per_net = ("accuracies", "seeds", "seconds")
+        result = EvaluationResult(**{k: v for k, v in parts[0].items() if k not in (*per_net, "mean", "std")})
+        for part in sorted(parts, key=lambda p: p["seeds"][0]):
+            for name in per_net:
+                getattr(result, name).extend(part[name])
+        merged.append(result.to_dict())
+    return {"results": merged}
 
 
 def markdown(results: Path) -> None:
@@ -154,6 +187,8 @@ def main() -> None:
     parser.add_argument("--holdout", type=int, default=None, help="evaluate on N held-out training images")
     parser.add_argument("--config", default="default", help="a name for the distill settings of these rows")
     parser.add_argument("--jobs", type=int, default=1, help="evaluations to run at once")
+    parser.add_argument("--split-nets", action="store_true",
+                        help="evaluate each net in its own process, all at once (a GPU), and merge the results")
     parser.add_argument("--compile", action="store_true", help="distill and evaluate with torch.compile (long runs)")
     parser.add_argument("--results", required=True)
     parser.add_argument("--work-dir", default="runs/bench")
