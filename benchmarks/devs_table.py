@@ -5,7 +5,8 @@ one JSON line per result to --results as soon as it is known: a killed benchmark
 rerun skips the (config, ipc, protocol, holdout) cells already recorded.
 
 The distillations of one call run one after another (the first trains the extractor, the others reuse
-it through the shared --checkpoint-dir); the evaluations of finished distillations run --jobs at a time.
+it through the shared --checkpoint-dir); the evaluations of finished distillations run --jobs at a time, and
+with --split-nets each net of an evaluation is its own process (a GPU that one process would leave idle).
 
     python benchmarks/devs_table.py --dataset ../shared/data/cifar10-jpeg.tar.gz --ipc 10 1 50 \
         --protocols dc devs --runs 3 --results benchmarks/results/cifar10.jsonl
@@ -125,7 +126,8 @@ def bench(args: argparse.Namespace) -> None:
         with ThreadPoolExecutor(max_workers=args.runs) as nets:
             reports = list(nets.map(net, range(args.runs)))
         seeds = " ".join(str(args.seed + i) for i in range(args.runs))
-        return merge_reports(reports), f"{shlex.join(one_net[:at + 1] + ['S'] + one_net[at + 2:])}  # at once, S in {seeds}"
+        command = shlex.join(one_net[:at + 1] + ["S"] + one_net[at + 2:])
+        return merge_reports(reports), f"{command}  # at once, S in {seeds}"
 
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
         pending = []
@@ -147,9 +149,9 @@ def bench(args: argparse.Namespace) -> None:
 
 def merge_reports(reports: list[dict]) -> dict:
     """One ``devs evaluate --json`` report from reports of the same sets on different nets, in seed order."""
+    per_net = ("accuracies", "seeds", "seconds")
     merged = []
     for parts in zip(*(report["results"] for report in reports)):
-        per_net = ("accuracies", "seeds", "seconds")
         result = EvaluationResult(**{k: v for k, v in parts[0].items() if k not in (*per_net, "mean", "std")})
         for part in sorted(parts, key=lambda p: p["seeds"][0]):
             for name in per_net:
