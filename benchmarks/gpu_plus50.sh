@@ -1,5 +1,7 @@
 #!/usr/bin/env bash
-# The next GPU call for devs+ (issue #7), prepared on the CPU; run from the repository root. After the
+# A GPU call for devs+ (issue #7), prepared on the CPU; run from the repository root. It ran on 2026-11-27
+# (H200, commit b556329; results and the two follow-up calls: BENCHMARKS.md "50 per class under dsa on a
+# GPU"; its Fashion-MNIST step with formation=2 fell under random real images there). After the
 # 2026-11-27 call (benchmarks/gpu_plus.sh: 62.2 under dsa at 50 per class with 2,000 DM iterations, the
 # issue asks 63), what is left needs a GPU:
 #   0. DM's speed per iteration on the GPU at 50 per class, formation 2, batched classes (this tree)
