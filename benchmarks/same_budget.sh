@@ -9,10 +9,10 @@
 #       runs/same-budget --param formation=2
 #
 # The --param options go to devs+ and, where DM has them too (formation), to DM; DC takes none of them.
-# PROTOCOLS (default "dc dsa") and PY (default python) can be set in the environment.
+# PROTOCOLS (default "dc dsa") and PY (default python3) can be set in the environment.
 set -eu
 dataset=$1 ipc=$2 results=$3 work=$4; shift 4
-PY=${PY:-python}; PROTOCOLS=${PROTOCOLS:-dc dsa}
+PY=${PY:-python3}; PROTOCOLS=${PROTOCOLS:-dc dsa}
 dm_params=()
 for arg in "$@"; do [[ $arg == formation=* ]] && dm_params+=(--param "$arg"); done
 table() {  # table CONFIG DISTILL_ARGS...
