@@ -21,9 +21,10 @@ table() {  # table CONFIG DISTILL_ARGS...
     --config "$config" --work-dir "$work" --results "$results" --distill-args "$@"
 }
 table devs-plus --method devs+ "$@"
-stem=$(basename "$dataset"); stem=${stem%%.*}
-budget=$($PY -c "import json, sys; print(json.load(open(sys.argv[1]))['wall_time_s'])" \
-  "$work/$stem-devs-plus-ipc$ipc-seed0.json")
+budget=$($PY -c "import json, sys
+rows = [json.loads(line) for line in open(sys.argv[1]) if line.strip()]
+print(next(r['distill_wall_time_s'] for r in rows if r['config'] == 'devs-plus' and r['ipc'] == int(sys.argv[2])))" \
+  "$results" "$ipc")
 echo "devs+ took $budget s: the budget of dc and dm"
 table "dc-budget" --method dc --param time_budget_s="$budget"
 table "dm-budget" --method dm "${dm_params[@]}" --param time_budget_s="$budget"
