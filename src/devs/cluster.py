@@ -1,11 +1,14 @@
 """Clustering of feature vectors and per-cluster means (the DEvS "crossover").
 
-k-means comes from scikit-learn's MiniBatchKMeans (the paper's choice) or, optionally, faiss.
+k-means comes from scikit-learn's MiniBatchKMeans (the paper's choice), from torch (k-means++ and full-batch
+Lloyd iterations on the device: large k on a GPU in seconds) or, optionally, faiss.
 """
 
 from __future__ import annotations
 
 import logging
+
+import math
 
 import numpy as np
 import torch
@@ -21,7 +24,8 @@ KMEANS_BACKENDS: Registry = Registry("k-means backend")
 
 
 @KMEANS_BACKENDS.register("sklearn")
-def _sklearn_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_iter: int, tol: float) -> np.ndarray:
+def _sklearn_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_iter: int, tol: float,
+                    device: torch.device) -> np.ndarray:
     from sklearn.cluster import MiniBatchKMeans
 
     model = MiniBatchKMeans(
@@ -37,7 +41,8 @@ def _sklearn_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, ma
 
 
 @KMEANS_BACKENDS.register("faiss")
-def _faiss_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_iter: int, tol: float) -> np.ndarray:
+def _faiss_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_iter: int, tol: float,
+                  device: torch.device) -> np.ndarray:
     try:
         import faiss
     except ImportError:
@@ -54,6 +59,67 @@ def _faiss_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_
     kmeans.train(features)
     _, assignments = kmeans.index.search(features, 1)
     return assignments[:, 0].astype(np.int64)
+
+
+# Distances are computed for this many (point, centre) pairs at a time: 256 MiB of float32.
+_DISTANCE_CHUNK = 2**26
+
+
+def _nearest(points: torch.Tensor, centres: torch.Tensor, centre_norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Squared distance to, and index of, the nearest of ``centres`` for every row of ``points``."""
+    rows = max(1, _DISTANCE_CHUNK // len(centres))
+    best, where = [], []
+    for part in points.split(rows):
+        distances = (part * part).sum(1, keepdim=True) - 2 * part @ centres.T + centre_norms
+        value, index = distances.min(1)
+        best.append(value.clamp_min_(0))
+        where.append(index)
+    return torch.cat(best), torch.cat(where)
+
+
+def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+    """Greedy k-means++ seeding (scikit-learn's rule: 2 + log k candidates per centre, keep the best)."""
+    trials = 2 + int(math.log(k))
+    n = len(points)
+    first = torch.randint(n, (1,), generator=generator, device=points.device)
+    centres = [points[first]]
+    closest = ((points - points[first]) ** 2).sum(1)
+    for _ in range(1, k):
+        total = closest.sum()
+        if total <= 0:  # fewer distinct points than k: any point will do (empty clusters are filled later)
+            candidates = torch.randint(n, (trials,), generator=generator, device=points.device)
+        else:
+            candidates = torch.multinomial(closest / total, trials, replacement=True, generator=generator)
+        candidate_points = points[candidates]
+        distances = torch.cdist(candidate_points, points).pow_(2)
+        pot = torch.minimum(distances, closest).sum(1)
+        best = int(pot.argmin())
+        closest = torch.minimum(closest, distances[best])
+        centres.append(candidate_points[best : best + 1])
+    return torch.cat(centres)
+
+
+@KMEANS_BACKENDS.register("torch")
+def _torch_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_iter: int, tol: float,
+                  device: torch.device) -> np.ndarray:
+    """k-means++ seeding, then full-batch Lloyd iterations on ``device`` until the centres move less than
+    ``tol`` times the features' mean variance (scikit-learn's KMeans rule) or ``max_iter`` iterations.
+    Every point is used in every iteration, so ``batch_size`` (a mini-batch setting) does not apply."""
+    points = torch.as_tensor(features, device=device)
+    generator = torch.Generator(device=points.device).manual_seed(seed)
+    centres = _kmeans_plus_plus(points, k, generator)
+    threshold = tol * float(points.var(0).mean())
+    for _ in range(max_iter):
+        _, assignments = _nearest(points, centres, (centres * centres).sum(1))
+        counts = torch.bincount(assignments, minlength=k).to(points.dtype)
+        sums = torch.zeros_like(centres).index_add_(0, assignments, points)
+        moved = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
+        shift = float(((moved - centres) ** 2).sum())
+        centres = moved
+        if shift <= threshold:
+            break
+    _, assignments = _nearest(points, centres, (centres * centres).sum(1))
+    return assignments.cpu().numpy().astype(np.int64)
 
 
 def _fill_empty_clusters(features: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarray:
@@ -82,15 +148,18 @@ def kmeans_assign(
     batch_size: int = 1028,
     max_iter: int = 200,
     tol: float = 1e-4,
+    device: str | torch.device = "cpu",
 ) -> np.ndarray:
-    """Cluster ``features`` [N, D] into exactly ``k`` non-empty clusters; returns int64 labels [N]."""
+    """Cluster ``features`` [N, D] into exactly ``k`` non-empty clusters; returns int64 labels [N].
+
+    ``device`` is where the torch backend computes (the others run where their library does)."""
     features = np.ascontiguousarray(torch.as_tensor(features).float().cpu().numpy())
     n = len(features)
     if not 1 <= k <= n:
         raise InvalidParameterError(f"Cannot make {k} clusters from {n} samples; k must be in [1, {n}].")
     if k == n:
         return np.arange(n, dtype=np.int64)
-    assignments = KMEANS_BACKENDS.get(backend)(features, k, seed, batch_size, max_iter, tol)
+    assignments = KMEANS_BACKENDS.get(backend)(features, k, seed, batch_size, max_iter, tol, torch.device(device))
     return _fill_empty_clusters(features, np.asarray(assignments, dtype=np.int64), k)
 
 

@@ -71,7 +71,8 @@ class ConvNet(nn.Module):
     next multiple (28 -> 32), as the reference numbers for Fashion-MNIST assume.
     ``dropout`` applies before the classifier; ``bottleneck`` inserts a dense layer of that width
     (with ReLU) between the trunk and the classifier, an option of the DEvS paper.
-    ``features(x)`` returns the flattened trunk output, the space DEvS clusters in.
+    ``features(x)`` returns the flattened trunk output, the space DEvS clusters in;
+    ``bottleneck_features(x)`` the bottleneck layer's output (after its ReLU), the other space it can use.
     """
 
     def __init__(
@@ -129,6 +130,11 @@ class ConvNet(nn.Module):
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.trunk(self._pad(x)).flatten(1)
+
+    def bottleneck_features(self, x: torch.Tensor) -> torch.Tensor:
+        if len(self.head) < 4:
+            raise InvalidParameterError("This ConvNet has no bottleneck layer; build it with bottleneck=N.")
+        return self.head[1:3](self.features(x))  # Linear + ReLU; dropout (head[0]) is off at inference
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.head(self.features(x))

@@ -15,12 +15,13 @@ from typing import Any, Sequence
 
 import numpy as np
 import torch
+from safetensors.torch import load_file
 
 from ..cluster import KMEANS_BACKENDS, cluster_means, kmeans_assign
 from ..errors import DistilledFileError, InvalidParameterError
 from ..io import DistilledSet, load_distilled
 from ..distributed import Group, current_group
-from ..runtime import resolve_device
+from ..runtime import peak_memory_mib, resolve_device
 from ..store import ArrayStore
 from ..train import Normalizer, extract_features
 from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
@@ -36,10 +37,34 @@ from .extractor import (
 logger = logging.getLogger(__name__)
 
 CLUSTERINGS = ("per-class", "global")
+FEATURE_LAYERS = ("trunk", "bottleneck")
 # Parameters that do not change the result, so they stay out of the stage checkpoint key.
 # ipc, schedule and epochs enter a stage's key as that stage's own size and epochs instead.
-_NOT_IN_KEY = {"device", "checkpoint_dir", "resume", "progress", "compile", "ipc", "schedule", "epochs",
-               "steps_per_stage"}
+_NOT_IN_KEY = {"device", "checkpoint_dir", "resume", "progress", "compile", "ipc", "schedule", "stages", "shrink",
+               "epochs", "steps_per_stage"}
+
+
+def geometric_schedule(start: int, ipc: int, *, shrink: float | None = None, stages: int | None = None) -> list[int]:
+    """Images per class after each stage, shrinking ``start`` geometrically down to ``ipc``.
+
+    With ``shrink`` (> 1) every stage divides the size by about that factor (start / shrink**i, rounded)
+    until the next size would not be above ``ipc``, which is the last stage; with ``stages`` the factor is
+    the one that takes exactly that many stages, (start / ipc) ** (1 / stages). Sizes strictly decrease.
+    """
+    if (shrink is None) == (stages is None):
+        raise InvalidParameterError("Give exactly one of 'shrink' and 'stages' to derive a DEvS schedule.")
+    if stages is not None:
+        check_number("DEvS", "stages", stages, integer=True, low=1)
+        shrink = (start / ipc) ** (1 / stages) if start > ipc else 2.0
+    check_number("DEvS", "shrink", shrink, integer=False, low=1.0 + 1e-9)
+    sizes: list[int] = []
+    for power in range(1, 10_000):
+        size = round(start / shrink**power)
+        if size <= ipc:
+            break
+        if not sizes or size < sizes[-1]:
+            sizes.append(size)
+    return sizes + [ipc]
 
 
 @dataclass(frozen=True)
@@ -59,16 +84,23 @@ class DEvS(DistillationMethod):
     ----------
     ipc: images per class in the result (``ipc * num_classes`` images in all).
     schedule: images per class after each stage, decreasing and ending at ``ipc``
-        (``ipc`` is appended if missing). ``None``: one stage straight to ``ipc``.
+        (``ipc`` is appended if missing). ``None``: one stage straight to ``ipc``, unless ``stages`` or
+        ``shrink`` derive a geometric schedule from the data (see ``geometric_schedule``): ``stages``
+        clustering steps, or a size divided by about ``shrink`` per stage, from all images per class.
     clustering: ``"per-class"`` clusters each class separately (exactly ``ipc`` per class, labels
         stay one-hot); ``"global"`` clusters all images together, as in the paper (soft labels,
         class counts only approximately ``ipc``).
     epochs: epochs of extractor training per stage (an int, or one per stage). ``None`` derives
         them from ``steps_per_stage`` optimizer steps, at least 2 epochs and at most 300.
+    warm_start: each stage's extractor starts from the previous stage's trained weights (default: from
+        a fresh initialisation, the same seed rule as one stage).
     model, width, depth, norm, dropout, bottleneck: the feature extractor (ConvNet-3 by default,
         dropout 0.2 before the classifier as in the paper, optional bottleneck dense layer).
+    feature_layer: where features are taken: ``"trunk"`` (the flattened convolutional output, as the
+        paper's "truncated" net) or ``"bottleneck"`` (the bottleneck layer's ReLU output; needs ``bottleneck``).
     max_shift, flip, mixup_alpha, lr, batch_size: the training recipe (paper: 5 px, flip, 0.4).
-    kmeans, kmeans_batch_size, kmeans_max_iter, kmeans_tol: mini-batch k-means as in the paper.
+    kmeans, kmeans_batch_size, kmeans_max_iter, kmeans_tol: mini-batch k-means as in the paper
+        (``kmeans="torch"``: full-batch k-means on ``device``, fast for large k on a GPU).
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed (stage i uses seed + i).
     checkpoint_dir: where each finished stage is saved; with ``resume=True`` a stage whose file
         matches this configuration is loaded instead of recomputed.
@@ -84,15 +116,19 @@ class DEvS(DistillationMethod):
         ipc: int = 10,
         *,
         schedule: Sequence[int] | None = None,
+        stages: int | None = None,
+        shrink: float | None = None,
         clustering: str = "per-class",
         epochs: int | Sequence[int] | None = None,
         steps_per_stage: int = 400,
+        warm_start: bool = False,
         model: str = "convnet",
         width: int = 128,
         depth: int = 3,
         norm: str = "instance",
         dropout: float = 0.2,
         bottleneck: int | None = None,
+        feature_layer: str = "trunk",
         max_shift: int = 5,
         flip: bool = True,
         mixup_alpha: float = 0.4,
@@ -111,15 +147,19 @@ class DEvS(DistillationMethod):
     ) -> None:
         self.ipc = ipc
         self.schedule = schedule
+        self.stages = stages
+        self.shrink = shrink
         self.clustering = clustering
         self.epochs = epochs
         self.steps_per_stage = steps_per_stage
+        self.warm_start = warm_start
         self.model = model
         self.width = width
         self.depth = depth
         self.norm = norm
         self.dropout = dropout
         self.bottleneck = bottleneck
+        self.feature_layer = feature_layer
         self.max_shift = max_shift
         self.flip = flip
         self.mixup_alpha = mixup_alpha
@@ -144,14 +184,19 @@ class DEvS(DistillationMethod):
     def _resolve_schedule(self, data: TrainingData) -> list[int]:
         check_ipc("DEvS", self.ipc, data)
         final = self._final_stage_ipc()
+        available = int(torch.bincount(data.labels, minlength=data.num_classes).min())
+        if self.clustering == "global":
+            available = len(data.labels) // data.num_classes
+        derived = self.stages is not None or self.shrink is not None
+        if derived and self.schedule is not None:
+            raise InvalidParameterError("Give DEvS either a 'schedule' or 'stages'/'shrink' to derive one, not both.")
+        if derived:
+            return geometric_schedule(available, final, shrink=self.shrink, stages=self.stages)
         schedule = list(self.schedule) if self.schedule is not None else []
         for value in schedule:
             check_number("DEvS", "schedule", value, integer=True, low=1)
         if not schedule or schedule[-1] != final:
             schedule.append(final)
-        available = int(torch.bincount(data.labels, minlength=data.num_classes).min())
-        if self.clustering == "global":
-            available = len(data.labels) // data.num_classes
         decreasing = all(later < earlier for earlier, later in zip(schedule, schedule[1:]))
         if not decreasing or schedule[0] > available:
             raise InvalidParameterError(
@@ -179,6 +224,13 @@ class DEvS(DistillationMethod):
             raise InvalidParameterError(
                 f"The 'clustering' parameter of DEvS must be one of {', '.join(CLUSTERINGS)}. Got {self.clustering!r} instead."
             )
+        if self.feature_layer not in FEATURE_LAYERS:
+            raise InvalidParameterError(
+                f"The 'feature_layer' parameter of DEvS must be one of {', '.join(FEATURE_LAYERS)}. "
+                f"Got {self.feature_layer!r} instead."
+            )
+        if self.feature_layer == "bottleneck" and not self.bottleneck:
+            raise InvalidParameterError("feature_layer='bottleneck' needs a bottleneck layer: set bottleneck=128 (or another width).")
         KMEANS_BACKENDS.get(self.kmeans)
         check_number("DEvS", "random_state", self.random_state, integer=True, low=0)
         check_number("DEvS", "dropout", self.dropout, integer=False, low=0.0, high=0.99)
@@ -205,6 +257,7 @@ class DEvS(DistillationMethod):
         self.assignments_: list[torch.Tensor | None] = []
         # extractors_[i]: stage i's trained extractor (None for a resumed stage; see first_extractor).
         self.extractors_: list[torch.nn.Module | None] = []
+        init_state = None  # with warm_start: the previous stage's trained weights
         for stage, (stage_ipc, stage_epochs) in enumerate(zip(schedule, epochs)):
             seed = self.random_state + stage
             key = self._stage_key(input_key, stage_ipc, stage_epochs, seed)
@@ -213,7 +266,11 @@ class DEvS(DistillationMethod):
             input_key = key
             # The main rank decides what is resumed, so all ranks take the same path.
             finished = group.broadcast_object(self._load_finished_stage(path, key) if self.resume and group.is_main else None)
+            if finished is not None and self.warm_start and not extractor_path.exists():
+                finished = None  # the next stage starts from this stage's extractor, which is gone: redo it
             if finished is not None:
+                if self.warm_start:
+                    init_state = load_file(str(extractor_path))
                 images, targets = finished.images, finished.labels
                 self.stages_.append({**finished.config["stage"], "resumed": True})
                 self.assignments_.append(None)
@@ -221,8 +278,11 @@ class DEvS(DistillationMethod):
                 logger.info("Stage %d: resumed from %s", stage + 1, path)
                 continue
             images, targets, assignments, record, net = self._run_stage(
-                data, images, targets, stage, stage_ipc, stage_epochs, seed, normalizer, device, extractor_path, group
+                data, images, targets, stage, stage_ipc, stage_epochs, seed, normalizer, device, extractor_path, group,
+                init_state,
             )
+            if self.warm_start:
+                init_state = {name: value.detach().clone() for name, value in net.state_dict().items()}
             self.stages_.append(record)
             self.assignments_.append(assignments)
             self.extractors_.append(net)
@@ -236,10 +296,10 @@ class DEvS(DistillationMethod):
         if self.assignments_[-1] is not None:  # follow the final reordering by class
             self.assignments_[-1] = torch.argsort(order)[self.assignments_[-1]]
         self.distilled_ = self._result(data, images[order], targets[order], self.random_state)
-        # Sizes and epochs only: timings live in stages_ (and the CLI's run record), so that the same
+        # Sizes and epochs only: timings and memory live in stages_ (and the CLI's run record), so that the same
         # seed gives a bit-identical file.
         self.distilled_.config["stages"] = [
-            {k: v for k, v in record.items() if not k.endswith("_s") and k != "resumed"} for record in self.stages_
+            {k: v for k, v in record.items() if not k.endswith(("_s", "_mib")) and k != "resumed"} for record in self.stages_
         ]
         self.distilled_.config["resolved_schedule"] = schedule
         self.distilled_.config["resolved_epochs"] = epochs
@@ -270,18 +330,23 @@ class DEvS(DistillationMethod):
         device: torch.device,
         extractor_path: Path | None,
         group: Group,
+        init_state: dict[str, torch.Tensor] | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, dict[str, Any], torch.nn.Module]:
         timings: dict[str, float] = {}
         show = self.progress and group.is_main
+        if device.type == "cuda":
+            torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
         net = trained_extractor(ExtractorSpec.of(self), images, targets, epochs, seed, normalizer, device,
                                 path=extractor_path, reuse=self.resume, compile=self.compile, group=group,
-                                progress=f"stage {stage + 1}: train on {len(images)}" if show else None)
+                                progress=f"stage {stage + 1}: train on {len(images)}" if show else None,
+                                init_state=init_state)
         timings["train_s"] = time.perf_counter() - start
 
         start = time.perf_counter()
         features = extract_features(net, images, normalizer, device, group=group, compile=self.compile,
-                                    progress=f"stage {stage + 1}: features" if show else None)
+                                    progress=f"stage {stage + 1}: features" if show else None,
+                                    layer=self.feature_layer)
         timings["features_s"] = time.perf_counter() - start
 
         # Clustering runs once, on the main rank; its assignments go to every rank.
@@ -290,7 +355,7 @@ class DEvS(DistillationMethod):
         output_index = torch.empty(len(images), dtype=torch.long)
         if group.is_main:
             offset = 0
-            for members, assignments, k in self._cluster(features.numpy(), targets, stage_ipc, data.num_classes, seed):
+            for members, assignments, k in self._cluster(features.numpy(), targets, stage_ipc, data.num_classes, seed, device):
                 output_index[members] = torch.as_tensor(assignments, dtype=torch.long) + offset
                 offset += k
         output_index = group.broadcast(output_index)
@@ -303,7 +368,10 @@ class DEvS(DistillationMethod):
         timings["average_s"] = time.perf_counter() - start
 
         record = {"stage": stage + 1, "input_size": len(output_index), "output_size": len(images), "epochs": epochs,
-                  **{name: round(value, 3) for name, value in timings.items()}}
+                  **{name: round(value, 3) for name, value in timings.items()},
+                  "peak_memory_mib": round(peak_memory_mib(), 1)}  # the process's peak so far
+        if device.type == "cuda":
+            record["cuda_peak_memory_mib"] = round(torch.cuda.max_memory_allocated(device) / 2**20, 1)  # this stage's
         logger.info("Stage %d: %d -> %d images (%s)", stage + 1, len(output_index), len(images),
                     ", ".join(f"{name} {value:.1f}s" for name, value in timings.items()))
         return images, targets, output_index, record, net
@@ -313,9 +381,11 @@ class DEvS(DistillationMethod):
         """The images and label rows that replace each cluster: the paper's plain means."""
         return cluster_means(images, targets, output_index, k, group=group)
 
-    def _cluster(self, features: np.ndarray, targets: torch.Tensor, ipc: int, num_classes: int, seed: int):
+    def _cluster(self, features: np.ndarray, targets: torch.Tensor, ipc: int, num_classes: int, seed: int,
+                 device: torch.device):
         """Yield (member indices, cluster assignments, k) for each group that is clustered on its own."""
-        kmeans = dict(backend=self.kmeans, batch_size=self.kmeans_batch_size, max_iter=self.kmeans_max_iter, tol=self.kmeans_tol)
+        kmeans = dict(backend=self.kmeans, batch_size=self.kmeans_batch_size, max_iter=self.kmeans_max_iter, tol=self.kmeans_tol,
+                      device=device)
         if self.clustering == "global":
             everyone = torch.arange(len(features))
             k = ipc * num_classes
@@ -344,7 +414,8 @@ class DEvS(DistillationMethod):
 
     def _extractor_path(self, input_key: str, stage: int, epochs: int, seed: int) -> Path | None:
         # The extractor's key leaves out the target sizes, so runs at several ipc values sharing one
-        # checkpoint_dir (with resume) train the first-stage extractor once.
+        # checkpoint_dir (with resume) train the first-stage extractor once. A warm-started later stage's
+        # input key already differs (warm_start is in the stage keys), which keeps the two apart.
         key = ExtractorSpec.of(self).key(input_key, epochs, seed)
         return self._checkpoint_path(f"extractor{stage + 1}-{key}.safetensors")
 

@@ -110,8 +110,11 @@ def trained_extractor(
     on_batch: Callable[[torch.Tensor, torch.Tensor], None] | None = None,
     compile: bool = False,
     group: Group | None = None,
+    init_state: dict[str, torch.Tensor] | None = None,
 ) -> nn.Module:
     """A net trained on ``images``/``targets`` with ``spec``; loaded from ``path`` when ``reuse`` and it exists.
+
+    ``init_state``: weights to start training from (a warm start) instead of the seed's initialisation.
 
     A freshly trained net is saved to ``path`` (atomically, by the main rank only) when one is given.
     With an active ``group`` the net trains under DistributedDataParallel.
@@ -123,6 +126,8 @@ def trained_extractor(
         net.load_state_dict(load_file(str(path)))
         logger.info("Reusing the trained extractor %s", path)
         return net.to(device).eval()
+    if init_state is not None:
+        net.load_state_dict(init_state)
     recipe = spec.recipe(epochs).replace(compile=compile)
     train_classifier(net, images, targets, recipe, normalizer, seed, device, progress=progress, on_batch=on_batch,
                      group=group)
