@@ -87,9 +87,9 @@ class DEvS(DistillationMethod):
         (``ipc`` is appended if missing). ``None``: one stage straight to ``ipc``, unless ``stages`` or
         ``shrink`` derive a geometric schedule from the data (see ``geometric_schedule``): ``stages``
         clustering steps, or a size divided by about ``shrink`` per stage, from all images per class.
-    clustering: ``"per-class"`` clusters each class separately (exactly ``ipc`` per class, labels
-        stay one-hot); ``"global"`` clusters all images together, as in the paper (soft labels,
-        class counts only approximately ``ipc``).
+    clustering: ``"global"`` (the default) clusters all images together, as in the paper (soft labels,
+        class counts only approximately ``ipc``); ``"per-class"`` clusters each class separately
+        (exactly ``ipc`` per class, labels stay one-hot).
     epochs: epochs of extractor training per stage (an int, or one per stage). ``None`` derives
         them from ``steps_per_stage`` optimizer steps, at least 2 epochs and at most 300.
     warm_start: each stage's extractor starts from the previous stage's trained weights (default: from
@@ -99,8 +99,11 @@ class DEvS(DistillationMethod):
     feature_layer: where features are taken: ``"trunk"`` (the flattened convolutional output, as the
         paper's "truncated" net) or ``"bottleneck"`` (the bottleneck layer's ReLU output; needs ``bottleneck``).
     max_shift, flip, mixup_alpha, lr, batch_size: the training recipe (paper: 5 px, flip, 0.4).
-    kmeans, kmeans_batch_size, kmeans_max_iter, kmeans_tol: mini-batch k-means as in the paper
-        (``kmeans="torch"``: full-batch k-means on ``device``, fast for large k on a GPU).
+    kmeans, kmeans_batch_size, kmeans_max_iter, kmeans_tol: k-means; ``"torch"`` (the default) runs
+        k-means++ and full-batch Lloyd iterations on ``device``; ``"sklearn"`` is the paper's mini-batch
+        k-means (batch 1028, at most 200 iterations, tolerance 1e-4); ``"faiss"`` needs faiss installed.
+    The defaults (one stage, global clustering, torch k-means, 400 optimizer steps) are the best of the
+    settings searched on a validation split (BENCHMARKS.md, "Reproducing the paper").
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed (stage i uses seed + i).
     checkpoint_dir: where each finished stage is saved; with ``resume=True`` a stage whose file
         matches this configuration is loaded instead of recomputed.
@@ -118,7 +121,7 @@ class DEvS(DistillationMethod):
         schedule: Sequence[int] | None = None,
         stages: int | None = None,
         shrink: float | None = None,
-        clustering: str = "per-class",
+        clustering: str = "global",
         epochs: int | Sequence[int] | None = None,
         steps_per_stage: int = 400,
         warm_start: bool = False,
@@ -134,7 +137,7 @@ class DEvS(DistillationMethod):
         mixup_alpha: float = 0.4,
         lr: float = 0.01,
         batch_size: int = 256,
-        kmeans: str = "sklearn",
+        kmeans: str = "torch",
         kmeans_batch_size: int = 1028,
         kmeans_max_iter: int = 200,
         kmeans_tol: float = 1e-4,

@@ -73,8 +73,11 @@ class DEvSPlus(DEvS):
 
     def __init__(self, ipc: int = 10, *, label_mix: float = 0.5, temperature: float = 1.0, anchor: float = 0.5,
                  finetune_iterations: int = 300, finetune_lr: float = 1.0, formation: int = 1,
-                 trained_embedding: float = 0.0, trained_ce: float = 0.0, **devs_params: Any) -> None:
-        super().__init__(ipc, **devs_params)
+                 trained_embedding: float = 0.0, trained_ce: float = 0.0, clustering: str = "per-class",
+                 kmeans: str = "sklearn", **devs_params: Any) -> None:
+        # Per-class clustering and scikit-learn's k-means: the setting devs+'s additions were measured on (its
+        # DM step and multi-formation need one class per image), whatever DEvS's own defaults are.
+        super().__init__(ipc, clustering=clustering, kmeans=kmeans, **devs_params)
         self.label_mix = label_mix
         self.temperature = temperature
         self.anchor = anchor
