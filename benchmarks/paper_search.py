@@ -57,6 +57,12 @@ CONFIGS: dict[str, list[str]] = {
     "shrink10-global": ["--param", "shrink=10", "--clustering", "global"],
     "shrink2-global": ["--param", "shrink=2", "--clustering", "global"],
     "shrink4-steps2000": ["--param", "shrink=4", "--param", "steps_per_stage=2000"],
+    "one-step-global-sklearn": ["--clustering", "global", "--param", "kmeans=sklearn"],
+    "two-stage-global": ["--param", "stages=2", "--clustering", "global"],
+    "one-step-global-bn128": ["--clustering", "global", "--param", "bottleneck=128"],
+    "one-step-global-bn128-feat": ["--clustering", "global", "--param", "bottleneck=128",
+                                   "--param", "feature_layer=bottleneck"],
+    "one-step-global-epochs10": ["--clustering", "global", "--param", "epochs=10"],
     "paper-all": ["--param", "shrink=4", "--clustering", "global", "--param", "warm_start=true",
                   "--param", "bottleneck=128"],
 }
@@ -126,7 +132,7 @@ def search(args: argparse.Namespace) -> None:
         base = {"dataset": stem, "holdout": args.holdout, "ipc": ipc, "protocol": protocol, "runs": args.runs,
                 "eval_epochs": args.eval_epochs, "evaluate_command": shlex.join(command), "machine": machine(),
                 "concurrent_jobs": args.jobs, "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
-        rows = [{**base, "config": name, "args": CONFIGS[name] + args.common_args, "result": report["results"][0],
+        rows = [{**base, "config": name, "args": args.common_args + CONFIGS[name], "result": report["results"][0],
                  "stages": record.get("stages"), "num_stages": len(record.get("stages") or []),
                  "distill_wall_time_s": record["wall_time_s"], "distill_peak_memory_mib": record["peak_memory_mib"],
                  "distill_cuda_peak_memory_mib": record.get("cuda_peak_memory_mib"),
@@ -160,7 +166,7 @@ def search(args: argparse.Namespace) -> None:
                 out = work / f"{stem}{split}-{name}-ipc{ipc}-seed{args.seed}.safetensors"
                 distill = [sys.executable, "-m", "devs", "distill", *data, "--ipc", str(ipc), "--out", str(out),
                            *common, "--checkpoint-dir", str(work / f"{stem}{split}-stages"), "--resume",
-                           "--no-evaluate", "-q", *CONFIGS[name], *args.common_args]
+                           "--no-evaluate", "-q", *args.common_args, *CONFIGS[name]]
                 try:
                     if not out.exists():
                         run(distill, deadline)
@@ -209,7 +215,7 @@ def markdown(rows: list[dict]) -> None:
     names = [name for name in [*CONFIGS, "random"] if any(key[0] == name for key in by_cell)]
     head = [f"{p} ipc {ipc}" for p in protocols for ipc in sizes]
     print("| config | stages (ipc " + " / ".join(map(str, sizes)) + ") | " + " | ".join(head)
-          + " | distill time, peak memory (ipc " + " / ".join(map(str, sizes)) + ") |")
+          + " | stages' time, peak memory (ipc " + " / ".join(map(str, sizes)) + ") |")
     print("|---" * (len(head) + 3) + "|")
     for name in names:
         cells = []
@@ -224,9 +230,14 @@ def markdown(rows: list[dict]) -> None:
 
 
 def _cost(row: dict) -> str:
-    memory = row["distill_peak_memory_mib"] / 1024
-    gpu = row.get("distill_cuda_peak_memory_mib")
-    return f"{row['distill_wall_time_s']:.0f} s, {memory:.1f}" + (f"+{gpu / 1024:.1f}" if gpu else "") + " GiB"
+    """The summed time of every stage of the set (stages resumed from a sibling run keep their own times; an
+    extractor reused from another config's run counts only its loading) and the largest peak memory, host
+    (+ GPU) in GiB."""
+    stages = row.get("stages") or []
+    seconds = sum(value for stage in stages for key, value in stage.items() if key.endswith("_s"))
+    memory = max([row["distill_peak_memory_mib"]] + [stage.get("peak_memory_mib", 0) for stage in stages]) / 1024
+    gpu = max([row.get("distill_cuda_peak_memory_mib") or 0] + [stage.get("cuda_peak_memory_mib", 0) for stage in stages])
+    return f"{seconds:.0f} s, {memory:.1f}" + (f"+{gpu / 1024:.1f}" if gpu else "") + " GiB"
 
 
 def plot(rows: list[dict], path: Path, protocol: str) -> None:
@@ -239,7 +250,7 @@ def plot(rows: list[dict], path: Path, protocol: str) -> None:
     sizes = sorted({row["ipc"] for row in rows})
     figure = Figure(figsize=(4 * len(sizes), 3.4), layout="constrained")
     families = {"per-class": ["one-step", "two-stage", "shrink10", "shrink4", "shrink2"],
-                "global": ["one-step-global", "shrink10-global", "shrink4-global", "shrink2-global"]}
+                "global": ["one-step-global", "two-stage-global", "shrink10-global", "shrink4-global", "shrink2-global"]}
     for axis, ipc in zip(figure.subplots(1, len(sizes), squeeze=False)[0], sizes):
         cell = {row["config"]: row for row in rows if row["ipc"] == ipc and row["protocol"] == protocol}
         for family, names in families.items():

@@ -9,7 +9,7 @@ FAST = dict(epochs=1, width=16, progress=False)
 
 
 def test_one_stage_invariants_per_class(digits):
-    method = DEvS(ipc=3, **FAST).fit(digits)
+    method = DEvS(ipc=3, clustering="per-class", **FAST).fit(digits)
     result = method.distilled_
     assert len(result) == 30 and result.class_counts() == [3] * 10
     assert torch.allclose(result.labels.sum(1), torch.ones(30))
