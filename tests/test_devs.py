@@ -66,16 +66,14 @@ def test_resume_skips_finished_stages(digits, tmp_path, monkeypatch):
         DEvS(resume=True, **{**params, "random_state": 4}).fit(digits)
 
 
-def test_resume_after_first_stage_only(digits, tmp_path, monkeypatch):
+def test_resume_after_first_stage_only(digits, tmp_path, training_calls):
     params = dict(ipc=2, schedule=[20, 2], checkpoint_dir=tmp_path, random_state=5, **FAST)
     full = DEvS(**params).fit(digits).distilled_
     for path in [*tmp_path.glob("stage2-*"), *tmp_path.glob("extractor2-*")]:
         path.unlink()
-    calls = []
-    original = extractor_module.train_classifier
-    monkeypatch.setattr(extractor_module, "train_classifier", lambda *a, **k: calls.append(len(a[1])) or original(*a, **k))
+    training_calls.clear()
     resumed = DEvS(resume=True, **params).fit(digits).distilled_
-    assert calls == [200]  # only stage 2 trained, on stage 1's 200 images
+    assert training_calls == [200]  # only stage 2 trained, on stage 1's 200 images
     assert torch.equal(resumed.images, full.images)
 
 

@@ -92,31 +92,27 @@ def test_warm_start_begins_each_stage_from_the_previous_weights(digits, monkeypa
     assert not all(torch.equal(starts[1][name], cold.extractors_[0].state_dict()[name]) for name in trained_first)
 
 
-def test_resume_in_the_middle_of_a_multi_stage_run(digits, tmp_path, monkeypatch):
+def test_resume_in_the_middle_of_a_multi_stage_run(digits, tmp_path, training_calls):
     params = dict(ipc=1, schedule=[40, 10, 3, 1], checkpoint_dir=tmp_path, random_state=7, **FAST)
     full = DEvS(**params).fit(digits).distilled_
     for path in [*tmp_path.glob("stage3-*"), *tmp_path.glob("stage4-*")]:
         path.unlink()  # as if the run had died during stage 3
-    calls = []
-    original = extractor_module.train_classifier
-    monkeypatch.setattr(extractor_module, "train_classifier", lambda *a, **k: calls.append(len(a[1])) or original(*a, **k))
+    training_calls.clear()
     resumed = DEvS(resume=True, **params).fit(digits)
     assert [stage.get("resumed", False) for stage in resumed.stages_] == [True, True, False, False]
     # stages 3 and 4 reuse their saved extractors (same input, same seed): nothing trains again
-    assert calls == []
+    assert training_calls == []
     assert torch.equal(resumed.distilled_.images, full.images) and torch.equal(resumed.distilled_.labels, full.labels)
 
 
-def test_warm_start_resume_redoes_a_stage_whose_extractor_is_gone(digits, tmp_path, monkeypatch):
+def test_warm_start_resume_redoes_a_stage_whose_extractor_is_gone(digits, tmp_path, training_calls):
     params = dict(ipc=2, schedule=[30, 8, 2], warm_start=True, checkpoint_dir=tmp_path, random_state=8, **FAST)
     full = DEvS(**params).fit(digits).distilled_
     for path in [*tmp_path.glob("stage3-*"), *tmp_path.glob("extractor2-*")]:
         path.unlink()
-    calls = []
-    original = extractor_module.train_classifier
-    monkeypatch.setattr(extractor_module, "train_classifier", lambda *a, **k: calls.append(len(a[1])) or original(*a, **k))
+    training_calls.clear()
     resumed = DEvS(resume=True, **params).fit(digits)
-    assert calls == [300]  # stage 2 retrained on stage 1's 300 images; stage 3's extractor file is reused
+    assert training_calls == [300]  # stage 2 retrained on stage 1's 300 images; stage 3's extractor file is reused
     assert [stage.get("resumed", False) for stage in resumed.stages_] == [True, False, False]
     assert torch.equal(resumed.distilled_.images, full.images)
 

@@ -19,8 +19,10 @@
    embeds with DEvS's own first-stage extractor, already trained on all the data, instead of a fresh
    random ConvNet, at no extra training cost; on those iterations ``trained_ce`` adds that net's
    cross-entropy on the synthetic images (their class as the target).
-With every addition off (``label_mix=0, anchor=0, finetune_iterations=0, formation=1``) devs+ is DEvS. The defaults
-(0.5, 0.5, 300) are the best setting measured on a validation split (BENCHMARKS.md, "devs+").
+With every addition off (``label_mix=0, anchor=0, finetune_iterations=0, formation=1``) devs+ is DEvS with
+per-class clustering and scikit-learn's k-means (devs+'s own defaults for those two, which its DM step and
+multi-formation need and its additions were measured with). The defaults (0.5, 0.5, 300) are the best setting
+measured on a validation split (BENCHMARKS.md, "devs+").
 """
 
 from __future__ import annotations
