@@ -66,3 +66,35 @@ def test_mixup_is_a_convex_combination_with_matching_labels():
     assert torch.allclose(mixed_targets.sum(1), torch.ones(32))
     assert mixed.min() >= images.min() - 1e-6 and mixed.max() <= images.max() + 1e-6
     assert mixup(images, targets, 0.0, generator, np.random.default_rng(0))[0] is images
+
+
+@pytest.mark.parametrize("backend, setting", [("torch", {"batch_size": 64}), ("faiss", {"tol": 1e-3}),
+                                              ("faiss", {"batch_size": 64})])
+def test_a_backend_warns_about_a_setting_it_does_not_use(backend, setting):
+    if backend == "faiss":
+        pytest.importorskip("faiss")
+    features = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    with pytest.warns(UserWarning, match=f"ignores {next(iter(setting))}"):
+        kmeans_assign(features, 3, seed=0, backend=backend, **setting)
+
+
+def test_the_default_settings_and_the_honoured_ones_do_not_warn(recwarn):
+    features = np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32)
+    kmeans_assign(features, 3, seed=0, backend="torch", max_iter=5, tol=1e-2)
+    kmeans_assign(features, 3, seed=0, backend="sklearn", batch_size=64, tol=1e-2)
+    assert not [w for w in recwarn if "ignores" in str(w.message)]
+
+
+def test_faiss_runs_the_iterations_asked_for(monkeypatch):
+    faiss = pytest.importorskip("faiss")
+    asked = {}
+    original = faiss.Kmeans
+
+    def spy(*args, **kwargs):
+        asked.update(kwargs)
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(faiss, "Kmeans", spy)
+    kmeans_assign(np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32), 3, seed=0, backend="faiss",
+                  max_iter=300)
+    assert asked["niter"] == 300  # no silent cap

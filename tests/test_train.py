@@ -81,3 +81,15 @@ def test_inference_matches_the_net_and_leaves_its_layout(digits):
     # A short last batch padded to the batch size (as compiled inference does) returns the same rows.
     padded = _batched(_inference_runner(net, cpu, compile=False), images, normalizer, cpu, 16, "fp32", pad=True)
     assert padded.shape == expected_logits.shape and torch.allclose(padded, expected_logits, atol=1e-5)
+
+
+def test_compile_under_torchrun_warns_that_training_stays_eager(digits):
+    from devs.distributed import Group
+
+    net = build_model("convnet", in_channels=1, num_classes=10, image_size=(8, 8), width=8, seed=0)
+    normalizer = Normalizer(*digits.channel_stats(), torch.device("cpu"))
+    one_hot = torch.eye(10)[digits.train.labels]
+    # rank 0 of 2 with no process group: the warning comes before DistributedDataParallel refuses to start
+    with pytest.warns(UserWarning, match="not applied to distributed"), pytest.raises((RuntimeError, ValueError)):
+        train_classifier(net, digits.train.images, one_hot, TrainRecipe(epochs=1, compile=True), normalizer, 0,
+                         torch.device("cpu"), group=Group(0, 2))

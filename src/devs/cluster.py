@@ -9,6 +9,7 @@ from __future__ import annotations
 import logging
 
 import math
+import warnings
 
 import numpy as np
 import torch
@@ -21,6 +22,13 @@ from .store import ArrayStore
 logger = logging.getLogger(__name__)
 
 KMEANS_BACKENDS: Registry = Registry("k-means backend")
+# The settings a backend has no use for, and why; a value other than its default (_DEFAULTS, the paper's,
+# as in kmeans_assign's signature) warns.
+_DEFAULTS = {"batch_size": 1028, "tol": 1e-4}
+_UNUSED_SETTINGS = {
+    "torch": {"batch_size": "it runs full-batch Lloyd iterations"},
+    "faiss": {"batch_size": "it runs full-batch Lloyd iterations", "tol": "it stops after max_iter iterations only"},
+}
 
 
 @KMEANS_BACKENDS.register("sklearn")
@@ -53,7 +61,7 @@ def _faiss_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_
     # faiss-gpu builds cluster on the GPU when one is visible; faiss-cpu builds report no GPUs.
     on_gpu = bool(getattr(faiss, "get_num_gpus", lambda: 0)())
     kmeans = faiss.Kmeans(
-        features.shape[1], k, niter=min(max_iter, 50), seed=seed, max_points_per_centroid=len(features),
+        features.shape[1], k, niter=max_iter, seed=seed, max_points_per_centroid=len(features),
         verbose=False, gpu=on_gpu,
     )
     kmeans.train(features)
@@ -152,11 +160,17 @@ def kmeans_assign(
 ) -> np.ndarray:
     """Cluster ``features`` [N, D] into exactly ``k`` non-empty clusters; returns int64 labels [N].
 
-    ``device`` is where the torch backend computes (the others run where their library does)."""
+    ``device`` is where the torch backend computes (the others run where their library does). A setting the
+    backend does not use (``batch_size`` for torch and faiss, ``tol`` for faiss) warns when it is not the default."""
     features = np.ascontiguousarray(torch.as_tensor(features).float().cpu().numpy())
     n = len(features)
     if not 1 <= k <= n:
         raise InvalidParameterError(f"Cannot make {k} clusters from {n} samples; k must be in [1, {n}].")
+    given = {"batch_size": batch_size, "tol": tol}
+    for name, why in _UNUSED_SETTINGS.get(backend, {}).items():
+        if given[name] != _DEFAULTS[name]:
+            warnings.warn(f"The {backend} k-means backend ignores {name}={given[name]} ({why}); use the sklearn "
+                          "backend for mini-batch k-means with that setting.", stacklevel=2)
     if k == n:
         return np.arange(n, dtype=np.int64)
     assignments = KMEANS_BACKENDS.get(backend)(features, k, seed, batch_size, max_iter, tol, torch.device(device))

@@ -11,6 +11,7 @@ import contextlib
 import copy
 import dataclasses
 import logging
+import warnings
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Callable, Iterator, Sequence
@@ -125,6 +126,9 @@ def train_classifier(
     scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[drop_epoch], gamma=0.1)
     net.train()
     if group.active:
+        if recipe.compile:
+            warnings.warn("compile is not applied to distributed (torchrun) training: the net trains eagerly under "
+                          "DistributedDataParallel; feature extraction and evaluation still compile.", stacklevel=2)
         ids = [torch.cuda.current_device()] if device.type == "cuda" else None
         model = torch.nn.parallel.DistributedDataParallel(net, device_ids=ids)
     else:
