@@ -105,7 +105,7 @@ def bench(args: argparse.Namespace) -> None:
             "runs": args.runs, "eval_epochs": args.eval_epochs, "devs": report["results"][0], "random": report["results"][1],
             "distill_wall_time_s": record["wall_time_s"], "distill_peak_memory_mib": record["peak_memory_mib"],
             "distill_cuda_peak_memory_mib": record.get("cuda_peak_memory_mib"),
-            "stages": record.get("stages"), "distill_command": shlex.join(distill),
+            "stages": record.get("stages"), "fit": record.get("fit"), "distill_command": shlex.join(distill),
             "evaluate_command": command, "machine": machine(), "concurrent_jobs": args.jobs,
             "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         }

@@ -98,3 +98,18 @@ def test_faiss_runs_the_iterations_asked_for(monkeypatch):
     kmeans_assign(np.random.default_rng(0).normal(size=(60, 4)).astype(np.float32), 3, seed=0, backend="faiss",
                   max_iter=300)
     assert asked["niter"] == 300  # no silent cap
+
+
+def test_mixup_mixes_images_and_labels_with_one_weight_and_one_partner():
+    # image i is the constant i and its label is class i, so each mixed label row says which two images,
+    # in which proportions, its image must be made of
+    images = torch.arange(32, dtype=torch.float32).view(32, 1, 1, 1).expand(32, 3, 4, 4).contiguous()
+    targets = torch.eye(32)
+    for seed in range(5):
+        mixed, mixed_targets = mixup(images, targets, 0.4, torch.Generator().manual_seed(seed),
+                                     np.random.default_rng(seed))
+        expected = mixed_targets @ torch.arange(32, dtype=torch.float32)
+        assert torch.allclose(mixed[:, 0, 0, 0], expected, atol=1e-5)
+        assert torch.allclose(mixed.flatten(1), mixed[:, :1, :1, :1].flatten(1).expand(32, 48), atol=1e-6)
+        partners = (mixed_targets > 0).sum(1)
+        assert bool((partners <= 2).all()) and len(set(mixed_targets.max(1).values.round(decimals=5).tolist())) <= 2

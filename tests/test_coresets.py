@@ -101,6 +101,6 @@ def test_cli_passes_method_parameters(tmp_path, capsys):
 
 
 def test_whole_set_ceiling_trains_on_every_training_image(digits):
-    result = evaluate_whole_set(digits, runs=1, epochs=1, progress=False)
+    result = evaluate_whole_set(digits, runs=1, epochs=10, progress=False)
     assert result.size == len(digits.train) and len(result.accuracies) == 1
-    assert 0 <= result.mean <= 100
+    assert result.mean > 60  # all 1,347 digits for 10 epochs: far above chance (10 %) and above 20 per class

@@ -1,3 +1,5 @@
+import importlib
+
 import pytest
 import torch
 
@@ -25,9 +27,27 @@ def test_evaluate_trains_fresh_nets_and_learns(digits):
     assert again.accuracies == result.accuracies  # seeded
 
 
-def test_random_baseline_has_the_same_size(digits):
-    result = evaluate_random_baseline(digits, 20, protocol="devs", runs=1, epochs=5, progress=False)
-    assert result.size == 20 and result.label == "random" and len(result.accuracies) == 1
+def test_random_baseline_trains_on_real_balanced_subsets(digits, monkeypatch):
+    module = importlib.import_module("devs.evaluate")
+    real, seen = module._train_and_test, []
+
+    def spy(images, targets, *rest):  # the real training, with a look at what it was given
+        seen.append((images, targets))
+        return real(images, targets, *rest)
+
+    monkeypatch.setattr(module, "_train_and_test", spy)
+    result = evaluate_random_baseline(digits, 20, protocol="dc", runs=2, epochs=60, progress=False)
+    assert result.size == 20 and result.label == "random" and len(result.accuracies) == 2
+    train = digits.train.images.flatten(1)
+    subsets = []
+    for images, targets in seen:
+        assert images.shape == (20, 1, 8, 8) and torch.bincount(targets.argmax(1), minlength=10).tolist() == [2] * 10
+        # every image is a training image, with its own one-hot label
+        rows = [int(torch.nonzero((train == image.flatten()).all(1))[0]) for image in images]
+        assert torch.equal(targets, torch.eye(10)[digits.train.labels[rows]])
+        subsets.append(set(rows))
+    assert subsets[0] != subsets[1]  # a new subset per net
+    assert result.mean > 30  # 20 real digits for 60 epochs: far above chance (10 %)
 
 
 def test_mismatched_dataset_is_refused(digits):

@@ -86,18 +86,24 @@ def test_files_without_the_field_load_as_factor_1_and_bad_values_are_refused(tmp
 
 
 def test_evaluation_trains_on_the_decoded_images(digits, monkeypatch):
-    seen = []
+    module = importlib.import_module("devs.evaluate")
+    real, seen = module._train_and_test, []
 
-    def fake_train_and_test(images, targets, *rest):
-        seen.append((tuple(images.shape), tuple(targets.shape)))
-        return 50.0
+    def spy(images, targets, *rest):  # the real training, with a look at what it was given
+        seen.append((images.clone(), targets.clone()))
+        return real(images, targets, *rest)
 
-    monkeypatch.setattr(importlib.import_module("devs.evaluate"), "_train_and_test", fake_train_and_test)
-    images = encode(downsample(digits.train.images[:40], 2), 2)
-    labels = F.one_hot(digits.train.labels[:40:4], 10).float()
+    monkeypatch.setattr(module, "_train_and_test", spy)
+    order = torch.cat([torch.nonzero(digits.train.labels == c)[:16, 0] for c in range(10)])  # 4 tiles of one class each
+    images = encode(downsample(digits.train.images[order], 2), 2)
+    labels = pack_labels(F.one_hot(digits.train.labels[order], 10).float(), 2)
     stored = DistilledSet(images, labels, digits.classes, *digits.channel_stats(), formation=2)
-    result = evaluate(stored, digits, runs=1, progress=False)
-    assert seen == [((40, 1, 8, 8), (40, 10))] and result.size == 10
+    result = evaluate(stored, digits, runs=1, epochs=150, progress=False)
+    assert len(seen) == 1 and result.size == 40
+    trained_images, trained_targets = seen[0]
+    assert torch.equal(trained_images, decode(images, 2)) and trained_images.shape == (160, 1, 8, 8)
+    assert torch.equal(trained_targets, labels.repeat_interleave(4, dim=0))
+    assert result.mean > 30  # 160 real (halved and restored) digits: far above chance (10 %)
 
 
 def test_dm_with_formation_starts_from_reduced_real_images_and_records_the_factor(digits):

@@ -56,7 +56,7 @@ def referenced(index):
     return set(re.findall(r'(?:src|href)="([^"]+)"', index.read_text()))
 
 
-def test_report_writes_grids_plots_and_tables(report):
+def test_report_writes_grids_plots_and_tables(report, digits_run):
     out = report.parent
     written = {path.name for path in out.iterdir() if path.suffix in (".png", ".csv")}
     assert referenced(report) == written  # every file is on the page, and the page points at nothing else
@@ -69,8 +69,14 @@ def test_report_writes_grids_plots_and_tables(report):
             assert image.format == "PNG" and min(image.size) > 50
 
     accuracy = list(csv.DictReader((out / "accuracy.csv").open()))
-    methods = {(row["method"], row["images per class"]) for row in accuracy}
-    assert {("devs (schedule 5,2)", "2"), ("random", "2"), ("herding", "1"), ("whole", "0")} <= methods
+    values = {(row["method"], row["images per class"]): (float(row["mean (%)"]), float(row["std (%)"]), row["nets"])
+              for row in accuracy}
+    # the benchmark rows as written, and the run's own evaluation as its record has it
+    assert values[("herding", "1")] == (40.0, 1.0, "2") and values[("herding", "2")] == (50.0, 1.0, "2")
+    assert values[("whole", "0")][0] == 90.0
+    evaluation = {r["label"]: r for r in json.loads(digits_run.with_suffix(".json").read_text())["evaluation"]}
+    for label, method in (("devs", "devs (schedule 5,2)"), ("random", "random")):
+        assert values[(method, "2")][:2] == (round(evaluation[label]["mean"], 2), round(evaluation[label]["std"], 2))
     stages = list(csv.DictReader((out / "stages.csv").open()))
     assert [(row["stage"], row["input images"], row["output images"]) for row in stages] == [("1", "1347", "50"),
                                                                                              ("2", "50", "20")]

@@ -117,8 +117,12 @@ def _torch_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_
     generator = torch.Generator(device=points.device).manual_seed(seed)
     centres = _kmeans_plus_plus(points, k, generator)
     threshold = tol * float(points.var(0).mean())
+    previous = None
     for _ in range(max_iter):
         _, assignments = _nearest(points, centres, (centres * centres).sum(1))
+        if previous is not None and torch.equal(assignments, previous):
+            break  # a fixed point: the centres below would be the same again
+        previous = assignments
         counts = torch.bincount(assignments, minlength=k).to(points.dtype)
         sums = torch.zeros_like(centres).index_add_(0, assignments, points)
         moved = torch.where(counts[:, None] > 0, sums / counts.clamp_min(1)[:, None], centres)
