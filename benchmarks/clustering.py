@@ -1,11 +1,14 @@
 """Clustering time of devs's k-means backends: scikit-learn's MiniBatchKMeans (the paper's) against faiss.
 
 Features are synthetic but shaped like DEvS's: --points x --dim non-negative vectors (ReLU of a Gaussian
-mixture with 100 centres, like pooled ConvNet-3 trunk features of 50,000 CIFAR-10 images, 2,048-d). Each
-(backend, k) runs in a subprocess under --timeout seconds, so one slow case cannot stall the table.
-Appends one JSON line per case to --results and prints a markdown table.
+mixture with 100 centres, like pooled ConvNet-3 trunk features of 50,000 CIFAR-10 images, 2,048-d), or with
+--extractor the real trunk features of a dataset under a saved DEvS extractor (computed once, cached in
+--cache). Each (backend, k) runs in a subprocess under --timeout seconds, so one slow case cannot stall the
+table. Appends one JSON line per case to --results and prints a markdown table.
 
     python benchmarks/clustering.py --ks 500 10000 --results benchmarks/results/clustering.jsonl
+    python benchmarks/clustering.py --ks 10 100 500 --backends torch sklearn --dataset .data/cifar10-jpeg.tar.gz \
+        --holdout 5000 --extractor runs/.../extractor1-HASH.safetensors --results benchmarks/results/clustering.jsonl
 """
 
 from __future__ import annotations
@@ -30,10 +33,32 @@ def features(points: int, dim: int, seed: int = 0) -> np.ndarray:
     return np.maximum(centres[rng.integers(0, 100, points)] + noise, 0.0)
 
 
-def one_case(backend: str, k: int, points: int, dim: int) -> dict:
+def real_features(dataset: str, holdout: int | None, extractor: str, cache: Path) -> np.ndarray:
+    """Trunk features of the training images under a saved DEvS extractor (default ExtractorSpec), cached."""
+    if cache.exists():
+        return np.load(cache)
+    import torch
+    from safetensors.torch import load_file
+
+    from devs.data import holdout_split, load_dataset
+    from devs.methods.extractor import ExtractorSpec
+    from devs.train import Normalizer, extract_features
+
+    data = load_dataset(dataset)
+    data = holdout_split(data, holdout, seed=0) if holdout else data
+    net = ExtractorSpec().build(data.train.images[:1], data.num_classes, seed=0)
+    net.load_state_dict(load_file(extractor))
+    cpu = torch.device("cpu")
+    values = extract_features(net, data.train.images, Normalizer(*data.channel_stats(), cpu), cpu).numpy()
+    np.save(cache, values)
+    return values
+
+
+def one_case(backend: str, k: int, points: int, dim: int, cache: Path | None = None) -> dict:
     from devs.cluster import kmeans_assign
 
-    data = features(points, dim)
+    data = np.load(cache) if cache else features(points, dim)
+    dim = data.shape[1]
     start = time.perf_counter()
     assignments = kmeans_assign(data, k, seed=0, backend=backend)
     seconds = time.perf_counter() - start
@@ -53,16 +78,26 @@ def main() -> None:
     parser.add_argument("--backends", nargs="+", default=["sklearn", "faiss"])
     parser.add_argument("--timeout", type=float, default=600)
     parser.add_argument("--results")
+    parser.add_argument("--dataset", help="with --extractor: the data set whose training images are featurised")
+    parser.add_argument("--holdout", type=int, help="with --dataset: hold out N images first, as devs --holdout does")
+    parser.add_argument("--extractor", help="a DEvS extractor checkpoint (extractor1-*.safetensors)")
+    parser.add_argument("--cache", default="runs/clustering-features.npy", help="where real features are cached")
     parser.add_argument("--case", nargs=2, help=argparse.SUPPRESS)  # internal: BACKEND K, run in a subprocess
     args = parser.parse_args()
+    cache = Path(args.cache) if args.extractor else None
     if args.case:
-        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.points, args.dim)))
+        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.points, args.dim, cache)))
         return
+    source = "synthetic"
+    if cache:
+        cache.parent.mkdir(parents=True, exist_ok=True)
+        args.points, args.dim = real_features(args.dataset, args.holdout, args.extractor, cache).shape
+        source = f"{args.dataset} (holdout {args.holdout}) trunk features, extractor {Path(args.extractor).name}"
     rows = []
     for k in args.ks:
         for backend in args.backends:
             command = [sys.executable, __file__, "--case", backend, str(k), "--points", str(args.points),
-                       "--dim", str(args.dim)]
+                       "--dim", str(args.dim)] + (["--extractor", args.extractor, "--cache", str(cache)] if cache else [])
             try:
                 done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, check=True)
                 result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -70,7 +105,7 @@ def main() -> None:
                 result = {"seconds": None, "timed_out_after_s": args.timeout}
             except subprocess.CalledProcessError as error:
                 result = {"seconds": None, "error": error.stderr.strip().splitlines()[-1:]}
-            row = {"backend": backend, "k": k, "points": args.points, "dim": args.dim, **result,
+            row = {"backend": backend, "k": k, "points": args.points, "dim": args.dim, "features": source, **result,
                    "machine": machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
             rows.append(row)
             if args.results:

