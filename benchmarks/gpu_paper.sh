@@ -32,14 +32,8 @@ sync_out() { cp "$WORK"/*.jsonl "$WORK"/*.log "$OUT"/ 2>/dev/null; }
 search() { $PY benchmarks/paper_search.py --protocols devs dc --work-dir "$WORK/work" "${EXTRA[@]}" "$@" \
              --common-args "${COMMON[@]}"; }
 
-log "start on $(hostname): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo no GPU)"
-$PY -c "import torch, devs; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'devs', devs.__version__)" 2>&1 | tee -a "$WORK/session.log"
-$PY - <<PYEOF 2>&1 | tee -a "$WORK/session.log"
-from devs.data import load_dataset
-for name, root in (("$CIFAR", None), ("$FASHION", "$FASHION_ROOT" or None)):
-    d = load_dataset(name, root=root); print("cached", d.name, len(d.train), len(d.test))
-PYEOF
-log "data ready"
+source benchmarks/gpu_common.sh
+gpu_prelude "$WORK/session.log" "$CIFAR" "$FASHION" "$FASHION_ROOT"
 
 # --- A. the search on the validation split
 search --dataset "$CIFAR" --holdout $HOLDOUT --ipc $IPCS --results "$WORK/search.jsonl" "${CONFIGS[@]}" \

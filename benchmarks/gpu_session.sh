@@ -37,14 +37,8 @@ table() {  # table RESULTS CONFIG [devs_table options...]; stops (with its child
     >>"$OUT/table.log" 2>&1 || log "FAILED: $config $*"
 }
 
-log "start on $(hostname): $(nvidia-smi --query-gpu=name,memory.total --format=csv,noheader 2>/dev/null || echo no GPU)"
-$PY -c "import torch, devs; print('torch', torch.__version__, 'cuda', torch.cuda.is_available(), 'devs', devs.__version__)" 2>&1 | tee -a "$OUT/session.log"
-$PY - <<PYEOF 2>&1 | tee -a "$OUT/session.log"
-from devs.data import load_dataset
-for name, root in (("$CIFAR", None), ("$FASHION", "$FASHION_ROOT" or None)):
-    d = load_dataset(name, root=root); print("cached", d.name, len(d.train), len(d.test))
-PYEOF
-log "data ready"
+source benchmarks/gpu_common.sh
+gpu_prelude "$OUT/session.log" "$CIFAR" "$FASHION" "$FASHION_ROOT"
 
 # --- A. setting search on the validation split (two chains in parallel; each chain reuses its extractors)
 search() { for config in "$@"; do
