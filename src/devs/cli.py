@@ -130,11 +130,13 @@ def build_parser() -> argparse.ArgumentParser:
                          "next to --out); runs at several --ipc values sharing one DIR with --resume train the first "
                          "extractor once")
     distill.add_argument("--schedule", type=_int_list, metavar="K1,K2,...",
-                         help="DEvS: images per class after each stage, e.g. 100,10 (default: one stage)")
+                         help="DEvS: images per class after each stage, e.g. 100,10 (default: one stage; "
+                         "--param stages=K or --param shrink=F derive a geometric schedule from the data size)")
     distill.add_argument("--epochs", type=_int_list, metavar="E1,E2,...",
                          help="DEvS: extractor epochs per stage (default: derived from the data size)")
     distill.add_argument("--clustering", choices=("per-class", "global"), default=None,
-                         help="DEvS: cluster each class separately (exact images per class) or all together")
+                         help="DEvS: cluster all images together (devs's default: soft labels) or each class "
+                         "separately (exact images per class; devs+'s default)")
     distill.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
                          help="any parameter of the method, e.g. --param time_budget_s=60 --param iterations=500 "
                          "(see the method's docstring; repeatable)")
