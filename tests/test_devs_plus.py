@@ -20,7 +20,7 @@ def fit_plus(data, **only):
 
 
 def test_with_every_addition_off_it_is_devs(digits):
-    plain = DEvS(clustering="per-class", kmeans="sklearn", **FAST).fit(digits).distilled_  # devs+'s own defaults
+    plain = DEvS(clustering="per-class", **FAST).fit(digits).distilled_  # devs+'s own clustering
     plus = fit_plus(digits).distilled_
     assert torch.equal(plain.images, plus.images) and torch.equal(plain.labels, plus.labels)
     assert plus.method == "devs+" and plus.config["label_mix"] == 0.0
