@@ -46,9 +46,9 @@ def machine() -> str:
     return text
 
 
-def run(argv: list[str]) -> str:
+def run(argv: list[str], timeout: float | None = None) -> str:
     print("$ " + shlex.join(argv), flush=True)
-    completed = subprocess.run(argv, capture_output=True, text=True)
+    completed = subprocess.run(argv, capture_output=True, text=True, timeout=timeout)
     if completed.returncode != 0:
         sys.stderr.write(completed.stderr[-4000:])
         raise subprocess.CalledProcessError(completed.returncode, argv)

@@ -37,7 +37,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from devs_table import append, machine, read_rows
+from devs_table import append, machine, read_rows, run
 
 # name -> devs distill options; the order is the order of the search (the most informative first).
 CONFIGS: dict[str, list[str]] = {
@@ -81,15 +81,6 @@ class Deadline:
         return left is not None and left <= 1
 
 
-def run(argv: list[str], deadline: Deadline) -> str:
-    print("$ " + shlex.join(argv), flush=True)
-    completed = subprocess.run(argv, capture_output=True, text=True, timeout=deadline.left())
-    if completed.returncode != 0:
-        sys.stderr.write(completed.stderr[-4000:])
-        raise subprocess.CalledProcessError(completed.returncode, argv)
-    return completed.stdout
-
-
 def cell_key(row: dict) -> tuple:
     return row["dataset"], row["config"], row["ipc"], row["protocol"], row.get("holdout")
 
@@ -125,7 +116,7 @@ def search(args: argparse.Namespace) -> None:
         command += ["--eval-epochs", str(args.eval_epochs)] if args.eval_epochs else []
         command += [] if with_random else ["--no-baseline"]
         try:
-            report = json.loads(run(command, deadline))
+            report = json.loads(run(command, timeout=deadline.left()))
         except (subprocess.SubprocessError, OSError) as error:
             print(f"FAILED {name} ipc {ipc} {protocol}: {error}", flush=True)
             return
@@ -169,7 +160,7 @@ def search(args: argparse.Namespace) -> None:
                            "--no-evaluate", "-q", *args.common_args, *CONFIGS[name]]
                 try:
                     if not out.exists():
-                        run(distill, deadline)
+                        run(distill, timeout=deadline.left())
                 except (subprocess.SubprocessError, OSError) as error:
                     print(f"FAILED distill {name} ipc {ipc}: {error}", flush=True)
                     break

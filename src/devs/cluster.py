@@ -7,7 +7,6 @@ Lloyd iterations on the device: large k on a GPU in seconds) or, optionally, fai
 from __future__ import annotations
 
 import logging
-
 import math
 import warnings
 
@@ -23,7 +22,7 @@ logger = logging.getLogger(__name__)
 
 KMEANS_BACKENDS: Registry = Registry("k-means backend")
 # The settings a backend has no use for, and why; a value other than its default (_DEFAULTS, the paper's,
-# as in kmeans_assign's signature) warns.
+# which kmeans_assign's signature uses) warns.
 _DEFAULTS = {"batch_size": 1028, "tol": 1e-4}
 _UNUSED_SETTINGS = {
     "torch": {"batch_size": "it runs full-batch Lloyd iterations"},
@@ -158,9 +157,9 @@ def kmeans_assign(
     k: int,
     seed: int,
     backend: str = "sklearn",
-    batch_size: int = 1028,
+    batch_size: int = _DEFAULTS["batch_size"],
     max_iter: int = 200,
-    tol: float = 1e-4,
+    tol: float = _DEFAULTS["tol"],
     device: str | torch.device = "cpu",
 ) -> np.ndarray:
     """Cluster ``features`` [N, D] into exactly ``k`` non-empty clusters; returns int64 labels [N].

@@ -285,7 +285,7 @@ class DEvS(DistillationMethod):
                 init_state,
             )
             if self.warm_start:
-                init_state = {name: value.detach().clone() for name, value in net.state_dict().items()}
+                init_state = net.state_dict()  # the next stage's fresh net copies these values on loading
             self.stages_.append(record)
             self.assignments_.append(assignments)
             self.extractors_.append(net)

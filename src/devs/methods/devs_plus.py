@@ -20,8 +20,8 @@
    random ConvNet, at no extra training cost; on those iterations ``trained_ce`` adds that net's
    cross-entropy on the synthetic images (their class as the target).
 With every addition off (``label_mix=0, anchor=0, finetune_iterations=0, formation=1``) devs+ is DEvS with
-per-class clustering (devs+'s own default, which its DM step and multi-formation need). The defaults (0.5, 0.5, 300) are the best setting
-measured on a validation split (BENCHMARKS.md, "devs+").
+per-class clustering (devs+'s own default, which its DM step and multi-formation need). The defaults
+(0.5, 0.5, 300) are the best setting measured on a validation split (BENCHMARKS.md, "devs+").
 """
 
 from __future__ import annotations
