@@ -38,6 +38,7 @@ from PIL import Image
 
 from .errors import DistilledFileError, OutputError
 from .io import DistilledSet
+from .runtime import apply_default_mode
 
 logger = logging.getLogger(__name__)
 
@@ -156,13 +157,6 @@ def _check_destination(directory: Path, overwrite: bool) -> None:
                           "--overwrite only replaces an earlier export: remove it yourself or choose another --to.")
 
 
-def _default_dir_mode() -> int:
-    """The mode a plain mkdir would give (mkdtemp makes private 0o700 folders)."""
-    mask = os.umask(0)
-    os.umask(mask)
-    return 0o777 & ~mask
-
-
 @contextlib.contextmanager
 def _staging_dir(directory: Path) -> Iterator[Path]:
     """A fresh hidden folder next to ``directory``, removed afterwards unless it was renamed into place."""
@@ -172,7 +166,7 @@ def _staging_dir(directory: Path) -> Iterator[Path]:
     except OSError as error:
         raise OutputError(f"Cannot write to {directory.parent}: {error.strerror}; choose a writable --to.") from None
     try:
-        os.chmod(staging, _default_dir_mode())
+        apply_default_mode(staging)
         yield staging
     finally:
         shutil.rmtree(staging, ignore_errors=True)

@@ -32,6 +32,7 @@ from .data import (
     load_dataset,
 )
 from .errors import DatasetError, OutputError
+from .runtime import apply_default_mode
 from .store import FORMAT, SPLITS, open_store
 
 logger = logging.getLogger(__name__)
@@ -118,6 +119,7 @@ def pack_store(
     out.parent.mkdir(parents=True, exist_ok=True)
     temp = Path(tempfile.mkdtemp(prefix=f".{out.name}.", dir=out.parent))
     try:
+        apply_default_mode(temp)
         meta = _write(source, temp, size, shard_rows, root, progress)
         (temp / "store.json").write_text(json.dumps(meta, indent=2) + "\n", encoding="utf-8")
         open_store(temp)  # check what was written before it gets its final name

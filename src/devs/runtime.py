@@ -78,6 +78,30 @@ def check_writable(path: str | Path) -> Path:
     return path
 
 
+def _umask() -> int:
+    """The process's umask. Linux states it in /proc (read without touching it); elsewhere os.umask must
+    set a value to return the old one, so a private one is set for that instant and the old one put back."""
+    try:
+        with open("/proc/self/status", encoding="utf-8", errors="replace") as status:
+            for line in status:
+                if line.startswith("Umask:"):
+                    return int(line.split()[1], 8)
+    except (OSError, ValueError):
+        pass
+    mask = os.umask(0o077)
+    os.umask(mask)
+    return mask
+
+
+def apply_default_mode(path: str | Path) -> None:
+    """Give ``path`` the mode a plain open() or mkdir() would have under the current umask.
+
+    Atomic writes build their output in a temporary file (mkstemp: 0o600) or folder (mkdtemp: 0o700);
+    called before the rename, this lets others read the result as far as the user's umask allows.
+    """
+    os.chmod(path, (0o777 if Path(path).is_dir() else 0o666) & ~_umask())
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | Path) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success rename it into place.
@@ -94,6 +118,7 @@ def atomic_path(path: str | Path) -> Iterator[Path]:
     temp_path = Path(temp_name)
     try:
         yield temp_path
+        apply_default_mode(temp_path)
         os.replace(temp_path, path)
     finally:
         if temp_path.exists():
