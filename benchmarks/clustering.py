@@ -54,13 +54,17 @@ def real_features(dataset: str, holdout: int | None, extractor: str, cache: Path
     return values
 
 
-def one_case(backend: str, k: int, points: int, dim: int, cache: Path | None = None) -> dict:
+def one_case(backend: str, k: int, points: int, dim: int, cache: Path | None = None, device: str = "cpu") -> dict:
     from devs.cluster import kmeans_assign
 
     data = np.load(cache) if cache else features(points, dim)
     dim = data.shape[1]
     start = time.perf_counter()
-    assignments = kmeans_assign(data, k, seed=0, backend=backend)
+    assignments = kmeans_assign(data, k, seed=0, backend=backend, device=device)
+    if backend == "torch" and device != "cpu":
+        import torch
+
+        torch.cuda.synchronize()
     seconds = time.perf_counter() - start
     # Inertia per point: the clustering quality beside its cost.
     centroids = np.zeros((k, dim), dtype=np.float64)
@@ -77,6 +81,7 @@ def main() -> None:
     parser.add_argument("--ks", type=int, nargs="+", default=[500, 10_000])
     parser.add_argument("--backends", nargs="+", default=["sklearn", "faiss"])
     parser.add_argument("--timeout", type=float, default=600)
+    parser.add_argument("--device", default="cpu", help="where the torch backend computes (the others run on the CPU)")
     parser.add_argument("--results")
     parser.add_argument("--dataset", help="with --extractor: the data set whose training images are featurised")
     parser.add_argument("--holdout", type=int, help="with --dataset: hold out N images first, as devs --holdout does")
@@ -86,7 +91,7 @@ def main() -> None:
     args = parser.parse_args()
     cache = Path(args.cache) if args.extractor else None
     if args.case:
-        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.points, args.dim, cache)))
+        print(json.dumps(one_case(args.case[0], int(args.case[1]), args.points, args.dim, cache, args.device)))
         return
     source = "synthetic"
     if cache:
@@ -97,7 +102,8 @@ def main() -> None:
     for k in args.ks:
         for backend in args.backends:
             command = [sys.executable, __file__, "--case", backend, str(k), "--points", str(args.points),
-                       "--dim", str(args.dim)] + (["--extractor", args.extractor, "--cache", str(cache)] if cache else [])
+                       "--dim", str(args.dim), "--device", args.device]
+            command += ["--extractor", args.extractor, "--cache", str(cache)] if cache else []
             try:
                 done = subprocess.run(command, capture_output=True, text=True, timeout=args.timeout, check=True)
                 result = json.loads(done.stdout.strip().splitlines()[-1])
@@ -105,7 +111,8 @@ def main() -> None:
                 result = {"seconds": None, "timed_out_after_s": args.timeout}
             except subprocess.CalledProcessError as error:
                 result = {"seconds": None, "error": error.stderr.strip().splitlines()[-1:]}
-            row = {"backend": backend, "k": k, "points": args.points, "dim": args.dim, "features": source, **result,
+            row = {"backend": backend, "k": k, "points": args.points, "dim": args.dim, "features": source,
+                   "device": args.device, **result,
                    "machine": machine(), "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
             rows.append(row)
             if args.results:

@@ -2,6 +2,7 @@
 
     python benchmarks/dm_speed.py LABEL
     python benchmarks/dm_speed.py LABEL --shape 3 32 32 --ipc 10 --formation 2 --iterations 20 --device cuda
+    python benchmarks/dm_speed.py LABEL --results FILE.jsonl     # also append the times as one JSON line
 
 Run it on two commits, alternating, to compare them (BENCHMARKS.md "Distribution matching on the CPU");
 ``PYTHONPATH=OTHER_CHECKOUT/src`` runs another commit's code. The first iteration (allocations, library
@@ -9,10 +10,16 @@ start-up) is timed apart from the rest.
 """
 
 import argparse
+import datetime as dt
+import json
+import shlex
+import sys
 import time
+from pathlib import Path
 
 import torch
 
+import devs
 from devs.data import ImageDataset, ImageSplit
 from devs.methods.matching import DistributionMatching
 
@@ -26,6 +33,7 @@ def main() -> None:
     parser.add_argument("--formation", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--results", help="append the result as one JSON line here")
     args = parser.parse_args()
 
     generator = torch.Generator().manual_seed(0)
@@ -42,6 +50,16 @@ def main() -> None:
     total = time.perf_counter() - start
     print(f"{args.label} {args.iterations} DM iterations {total:.1f} s ({1000 * total / args.iterations:.0f} ms each; "
           f"a 1-iteration fit alone: {first:.2f} s)", flush=True)
+    if args.results:
+        row = {"label": args.label, "shape": list(args.shape), "images": args.images, "ipc": args.ipc,
+               "formation": args.formation, "iterations": args.iterations, "device": args.device,
+               "seconds": total, "ms_per_iteration": 1000 * total / args.iterations, "first_fit_s": first,
+               "devs_source": str(Path(devs.__file__).resolve().parent),
+               "command": shlex.join([sys.executable, *sys.argv]),
+               "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+        Path(args.results).parent.mkdir(parents=True, exist_ok=True)
+        with open(args.results, "a") as handle:
+            handle.write(json.dumps(row) + "\n")
 
 
 if __name__ == "__main__":

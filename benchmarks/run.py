@@ -1,0 +1,854 @@
+"""One entry point for the benchmarks: named experiments, each the same steps on the CPU or on a GPU.
+
+    python benchmarks/run.py list                      # the experiments, their devices and BENCHMARKS.md sections
+    python benchmarks/run.py NAME [--device cpu|cuda|auto] [--dry-run] [--results DIR] [--work DIR]
+                                  [--budget SECONDS] [--only STEP,...] [--smoke] [-- EXTRA ...]
+
+An experiment is a list of steps, each one command of a script in benchmarks/ (or of ``devs``), run from
+the repository root with ``PYTHONPATH=src``. ``--device`` picks the variant: ``cuda`` runs what the old
+one-off GPU scripts ran (sizes, parallel chains sharing the GPU) after the machine prelude
+(:func:`gpu_prelude`: nvidia-smi, lscpu, versions, the data sets decoded into devs's cache once);
+``cpu`` runs the same commands at the sizes the 2-core CPU can take, one at a time. ``--smoke`` runs the
+same steps on digits with tiny settings (a check of the experiment itself, not a measurement; results then
+go to runs/smoke/ unless --results says otherwise).
+
+Results: JSON lines in ``--results`` (default benchmarks/results/), one file per experiment and device,
+``NAME-cpu[-PART].jsonl`` or ``NAME-gpu[-PART].jsonl``, and a timeline of the steps with their output in
+``NAME-cpu.log`` / ``NAME-gpu.log`` beside them. Distilled files and checkpoints go to ``--work`` (default
+runs/bench/NAME-cpu or -gpu). Rerunning resumes: devs_table.py, table1.py and paper_search.py skip the
+cells their JSONL already holds and reuse finished distillations in the work folder; the steps of scripts
+that do not resume by themselves (streaming, speed, clustering, timing) are skipped once their row is in
+the results file. ``--budget S`` stops the whole run after S seconds (the step running then is killed; a
+rerun resumes), ``--only`` runs the named steps or groups only (``--dry-run`` shows the names).
+
+Pass-through: arguments after ``--`` (and any option run.py does not know) go to every step's script,
+before its distill options, so they override the experiment's (``--ipc 1 --runs 1 --eval-epochs 2``);
+what follows ``--distill-args`` there is added to each step's ``devs distill`` options (devs_table.py's
+``--distill-args``, paper_search.py's ``--common-args``, streaming.py's ``--``).
+
+Settings whose defaults changed after a recorded run are pinned to that run's (e.g. ``--clustering
+per-class --param kmeans=sklearn`` for the DEvS table of 2026-11-26), so an experiment reproduces the
+section it feeds; ``--dry-run`` prints every command exactly, which is the place to read them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import datetime as dt
+import json
+import os
+import re
+import shlex
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+PY = "python"  # in a step's command: this interpreter (sys.executable)
+CIFAR = ".data/cifar10-jpeg.tar.gz"  # the JPEG copy of ../shared/data/cifar10-jpeg.tar.gz (carry it to a GPU)
+DATA = {"cifar10": (CIFAR, None), "fashion-mnist": ("fashion-mnist", ".data/fashion-mnist"), "digits": ("digits", None)}
+OLD_DM_SRC = "runs/old-dm/src"  # the src/ of commit fa7dc26 (per-class DM loop): git worktree add runs/old-dm fa7dc26
+DISTILL_MARKERS = ("--distill-args", "--common-args")  # in pass-through args: what follows goes to devs distill
+# Pinned where the defaults changed after the recorded runs (2026-11-30: global clustering, torch k-means).
+DEVS_2026_11_26 = ["--clustering", "per-class", "--param", "kmeans=sklearn"]
+
+
+@dataclass
+class Step:
+    """One command. ``argv[0] == PY`` means this Python; paths are relative to the repository root."""
+
+    name: str
+    argv: list[str]
+    what: str = ""
+    group: str = ""  # --only matches the name or the group
+    remainder: str | None = None  # the script's option after which everything goes to devs distill
+    extras: bool = True  # the pass-through arguments apply
+    env: dict[str, str] = field(default_factory=dict)
+    done: Callable[[], bool] | None = None  # for scripts that do not resume: True once the result is recorded
+    done_text: str = ""
+    when: Callable[[], bool] | None = None  # run only if this holds
+    when_text: str = ""
+    capture: Path | None = None  # append the command's stdout (one JSON document) to this JSONL
+    deadline_option: str | None = None  # under --budget: the script's own deadline option, given the time left
+    min_left: float = 5.0  # seconds of budget a start needs
+    optional: bool = False  # a failure is logged, not counted
+
+
+@dataclass
+class Experiment:
+    name: str
+    description: str
+    section: str  # the BENCHMARKS.md "## " heading it feeds
+    steps: Callable[[Run], None]
+    data: tuple[str, ...] = ()  # keys of DATA the prelude decodes into the cache
+    devices: tuple[str, ...] = ("cpu", "cuda")
+
+
+def read_rows(path: Path) -> list[dict]:
+    rows = []
+    for line in path.read_text().splitlines() if path.exists() else []:
+        with contextlib.suppress(json.JSONDecodeError):  # a line being written now
+            rows.append(json.loads(line))
+    return rows
+
+
+def has_row(path: Path, **match) -> Callable[[], bool]:
+    return lambda: any(all(row.get(k) == v for k, v in match.items()) for row in read_rows(path))
+
+
+class Run:
+    """The steps of one experiment on one device: run them (or print them, with --dry-run)."""
+
+    def __init__(self, experiment: Experiment, device: str, *, smoke: bool = False, results: Path | None = None,
+                 work: Path | None = None, budget: float | None = None, only: list[str] | None = None,
+                 extras: list[str] | None = None, dry_run: bool = False, out=None) -> None:
+        self.experiment, self.device, self.smoke, self.dry = experiment, device, smoke, dry_run
+        self.tag = "gpu" if device == "cuda" else "cpu"
+        self.gpu = device == "cuda"
+        base = ROOT / "runs" / ("smoke" if smoke else "bench")
+        default = base / "results" if smoke else ROOT / "benchmarks" / "results"
+        self.results = Path(results).resolve() if results else default
+        self.work = Path(work).resolve() if work else base / f"{experiment.name}-{self.tag}"
+        self.budget, self.only, self.extras = budget, only or [], list(extras or [])
+        self.out = out or sys.stdout
+        self.start = time.monotonic()
+        self.end = None if budget is None else self.start + budget
+        self.phase_end: float | None = None
+        self.failures: list[str] = []
+        self.cut: list[str] = []
+        self._lock = threading.Lock()
+        self._log = None
+        self._parallel = ""
+        self._running: set[subprocess.Popen] = set()
+
+    # ------------------------------------------------------------------------------------------ helpers
+    def pick(self, cpu, gpu, smoke=None):
+        """The value for this device (``smoke`` wins under --smoke when given)."""
+        if self.smoke and smoke is not None:
+            return smoke
+        return gpu if self.gpu else cpu
+
+    def data(self, key: str) -> list[str]:
+        """``--dataset`` (and ``--data-root``) options of a data set; digits under --smoke."""
+        dataset, root = DATA["digits" if self.smoke else key]
+        return ["--dataset", dataset] + (["--data-root", root] if root else [])
+
+    def dataset(self, key: str) -> str:
+        return DATA["digits" if self.smoke else key][0]
+
+    def file(self, part: str = "", suffix: str = ".jsonl") -> Path:
+        """The results file of this experiment and device (and part)."""
+        return self.results / f"{self.experiment.name}-{self.tag}{'-' + part if part else ''}{suffix}"
+
+    def rel(self, path: Path | str) -> str:
+        path = Path(path)
+        try:
+            return str(path.resolve().relative_to(ROOT))
+        except ValueError:
+            return str(path)
+
+    def left(self) -> float | None:
+        ends = [end for end in (self.end, self.phase_end) if end is not None]
+        return None if not ends else min(ends) - time.monotonic()
+
+    @contextlib.contextmanager
+    def phase(self, fraction: float):
+        """Under --budget, the steps inside get at most ``fraction`` of the whole budget from now."""
+        if self.budget is not None:
+            self.phase_end = time.monotonic() + fraction * self.budget
+        try:
+            yield
+        finally:
+            self.phase_end = None
+
+    # ------------------------------------------------------------------------------------------ output
+    def emit(self, line: str) -> None:
+        with self._lock:
+            print(line, file=self.out, flush=True)
+            if self._log:
+                self._log.write(line + "\n")
+                self._log.flush()
+
+    def log(self, message: str) -> None:
+        self.emit(f"[{dt.datetime.now(dt.timezone.utc):%H:%M:%S} +{time.monotonic() - self.start:.0f}s] {message}")
+
+    def say(self, line: str) -> None:  # dry-run output
+        print(line, file=self.out)
+
+    # ------------------------------------------------------------------------------------------ commands
+    def command(self, step: Step) -> list[str]:
+        """The step's final argv (as shown: ``python`` for this interpreter): pass-through args merged in,
+        and under --budget the script's deadline option."""
+        argv = list(step.argv)
+        head, tail = list(self.extras), []
+        for marker in DISTILL_MARKERS:
+            if marker in head:
+                at = head.index(marker)
+                head, tail = head[:at], head[at + 1:]
+                break
+        if not step.extras:
+            head, tail = [], []
+        left = self.left()
+        if step.deadline_option and left is not None:
+            head += [step.deadline_option, str(max(int(left) - 10, 1))]
+        if step.remainder and step.remainder in argv:
+            at = argv.index(step.remainder)
+            return argv[:at] + head + argv[at:] + tail
+        if step.remainder and tail:
+            return argv + head + [step.remainder] + tail
+        return argv + head
+
+    def show(self, step: Step, argv: list[str]) -> str:
+        """The command as a shell line (a ``$NAME`` in an argument is left for the shell to expand)."""
+        env = " ".join(f"{k}={shlex.quote(v)}" for k, v in step.env.items())
+        words = [f'"{word}"' if "$" in word and re.fullmatch(r"[\w=.,/$-]+", word) else shlex.quote(word)
+                 for word in argv]
+        return (env + " " if env else "") + " ".join(words)
+
+    def selected(self, step: Step) -> bool:
+        return not self.only or step.name in self.only or bool(step.group and step.group in self.only)
+
+    def environment(self, step: Step) -> dict[str, str]:
+        env = dict(os.environ)
+        env["PYTHONPATH"] = str(ROOT / "src") + (os.pathsep + env["PYTHONPATH"] if env.get("PYTHONPATH") else "")
+        env["PYTHONUNBUFFERED"] = "1"
+        if self.gpu:
+            env.setdefault("OMP_NUM_THREADS", "2")  # many processes share the machine's cores
+        for key, value in step.env.items():
+            env[key] = str(ROOT / value) if key == "PYTHONPATH" else value
+        return env
+
+    def execute(self, step: Step, argv: list[str], timeout: float | None,
+                capture: bool = False) -> tuple[int | None, str]:
+        """Run ``argv``; its output (stderr only, with ``capture``) goes to the console and the log, prefixed
+        with the step's name when chains run in parallel. Returns (exit status or None if cut, stdout if
+        captured)."""
+        real = [sys.executable if argv[0] == PY else argv[0], *argv[1:]]
+        prefix = f"[{step.name}] " if self._parallel else ""
+        try:
+            process = subprocess.Popen(real, cwd=ROOT, env=self.environment(step), text=True, start_new_session=True,
+                                       stdout=subprocess.PIPE, stderr=subprocess.PIPE if capture else subprocess.STDOUT)
+        except OSError as error:
+            self.emit(f"{prefix}{error}")
+            return 127, ""
+        kept: list[str] = []
+
+        def pump(stream, keep: bool) -> None:
+            for line in stream:
+                if keep:
+                    kept.append(line)
+                else:
+                    self.emit(prefix + line.rstrip("\n"))
+
+        pumps = [threading.Thread(target=pump, args=(process.stdout, capture))]
+        if capture:
+            pumps.append(threading.Thread(target=pump, args=(process.stderr, False)))
+        for thread in pumps:
+            thread.start()
+        with self._lock:
+            self._running.add(process)
+        try:
+            status: int | None = process.wait(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            self.stop(process)
+            status = None
+        finally:
+            with self._lock:
+                self._running.discard(process)
+        for thread in pumps:
+            thread.join()
+        return status, "".join(kept)
+
+    @staticmethod
+    def stop(process: subprocess.Popen) -> None:
+        """End the process group this run started for one step (the step and its children)."""
+        for sig, wait in ((signal.SIGTERM, 10), (signal.SIGKILL, 5)):
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, sig)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                process.wait(timeout=wait)
+                return
+
+    # ------------------------------------------------------------------------------------------ steps
+    def step(self, step: Step) -> bool:
+        """Run one step (or print it). True if it ran to the end now or had already."""
+        if not self.selected(step):
+            if self.dry:
+                self.say(f"# [{step.name}] not selected by --only")
+            return False
+        argv = self.command(step)
+        if self.dry:
+            where = f" ({self._parallel})" if self._parallel else ""
+            self.say(f"# [{step.name}]{' ' + step.what if step.what else ''}{where}")
+            if step.when_text:
+                now = "" if step.when is None or step.when() else " (not now)"
+                self.say(f"#   only {step.when_text}{now}")
+            if step.done_text:
+                now = " (recorded: skipped now)" if step.done and step.done() else ""
+                self.say(f"#   skipped once {step.done_text}{now}")
+            self.say(self.show(step, argv))
+            return True
+        if step.when is not None and not step.when():
+            self.log(f"skip {step.name}: runs only {step.when_text}")
+            return False
+        if step.done is not None and step.done():
+            self.log(f"skip {step.name}: already recorded ({step.done_text})")
+            return True
+        left = self.left()
+        if left is not None and left < step.min_left:
+            self.log(f"no time left for {step.name}")
+            self.cut.append(step.name)
+            return False
+        self.log(f"start {step.name}: {self.show(step, argv)}")
+        status, stdout = self.execute(step, argv, left, capture=step.capture is not None)
+        if status == 0 and step.capture is not None:
+            try:
+                record = json.loads(stdout)
+            except json.JSONDecodeError:
+                self.emit(stdout[-2000:])
+                status = 1
+            else:
+                step.capture.parent.mkdir(parents=True, exist_ok=True)
+                row = {"step": step.name, "record": record, "command": self.show(step, argv),
+                       "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
+                with step.capture.open("a") as handle:
+                    handle.write(json.dumps(row) + "\n")
+        if status is None:
+            self.log(f"cut {step.name}: the budget ran out (a rerun resumes)")
+            self.cut.append(step.name)
+        elif status != 0:
+            self.log(f"FAILED {step.name} (exit {status})")
+            if not step.optional:
+                self.failures.append(step.name)
+        else:
+            self.log(f"done {step.name}")
+        return status == 0
+
+    def chain(self, steps: list[Step]) -> None:
+        """Steps one after another; a failed one is logged and the next goes on (as in the old scripts)."""
+        for step in steps:
+            self.step(step)
+
+    def parallel(self, *chains: list[Step]) -> None:
+        """Chains side by side on a GPU (they share it, as the old scripts did); one after another on the CPU."""
+        chains = tuple(chain for chain in chains if chain)
+        if not self.gpu or len(chains) < 2:
+            for chain in chains:
+                self.chain(chain)
+            return
+        if self.dry:
+            for number, chain in enumerate(chains, 1):
+                self._parallel = f"chain {number} of {len(chains)}, in parallel"
+                self.chain(chain)
+            self._parallel = ""
+            return
+        self._parallel = "parallel"
+        with ThreadPoolExecutor(len(chains)) as pool:
+            list(pool.map(self.chain, chains))
+        self._parallel = ""
+
+    def choose(self, step: Step, fallback: str, valid=None) -> str:
+        """A choice made by a script (the last line it prints), e.g. the best setting on a validation split."""
+        argv = self.command(step)
+        if self.dry:
+            self.say(f"# [{step.name}] {step.what}; the commands below show '{fallback}', the choice when there "
+                     "is none yet (made when the experiment runs)")
+            self.say(self.show(step, argv))
+            return fallback
+        status, stdout = self.execute(step, argv, None, capture=True)
+        lines = [line.strip() for line in stdout.splitlines() if line.strip()]
+        value = lines[-1] if status == 0 and lines else fallback
+        if valid is not None and value not in valid:
+            value = fallback
+        self.log(f"{step.name}: chosen {value}")
+        return value
+
+    # ------------------------------------------------------------------------------------------ the run
+    def execute_all(self) -> int:
+        name = self.experiment.name
+        smoke = " (smoke: digits, tiny settings)" if self.smoke else ""
+        header = [f"# experiment {name} on {self.device}{smoke}: {self.experiment.description}",
+                  (f"# feeds BENCHMARKS.md \"## {self.experiment.section}\"; results {self.rel(self.results)}/"
+                   f"{name}-{self.tag}*.jsonl, log {self.rel(self.file(suffix='.log'))}, work {self.rel(self.work)}"),
+                  f"# run from {ROOT} with PYTHONPATH=src; python = {sys.executable}"]
+        if self.dry:
+            for line in header:
+                self.say(line)
+            if self.gpu:
+                gpu_prelude(self)
+            self.experiment.steps(self)
+            return 0
+        self.results.mkdir(parents=True, exist_ok=True)
+        self.work.mkdir(parents=True, exist_ok=True)
+        self._log = self.file(suffix=".log").open("a")
+        try:
+            for line in header:
+                self.emit(line)
+            self.log(f"start {name} on {self.device}")
+            if self.gpu:
+                gpu_prelude(self)
+            self.experiment.steps(self)
+        except KeyboardInterrupt:
+            with self._lock:
+                running = list(self._running)
+            for process in running:
+                self.stop(process)
+            self.log("interrupted (a rerun resumes)")
+            return 130
+        finally:
+            problems = [f"failed: {', '.join(self.failures)}"] if self.failures else []
+            problems += [f"cut or not started for lack of time: {', '.join(self.cut)}"] if self.cut else []
+            self.log(f"end {name}" + (f" ({'; '.join(problems)}; rerun to resume)" if problems else ""))
+            self._log.close()
+            self._log = None
+        return 1 if self.failures or self.cut else 0
+
+
+def gpu_prelude(run: Run) -> None:
+    """The GPU machine's prelude (--device cuda): record the machine (host, nvidia-smi, lscpu, versions, commit)
+    in the run's log, then decode the experiment's data sets into devs's cache once, so that the parallel
+    chains after it find them ready."""
+    pairs = list(dict.fromkeys(DATA["digits" if run.smoke else key] for key in run.experiment.data))
+    load = ("import sys; from devs.data import load_dataset as load; a = sys.argv[1:]; [print(\"cached\", d.name, "
+            "len(d.train), len(d.test)) for d in (load(n, root=r or None) for n, r in zip(a[::2], a[1::2]))]")
+    versions = ("import platform, torch, devs; print(\"python\", platform.python_version(), \"torch\", "
+                "torch.__version__, \"cuda\", torch.version.cuda, torch.cuda.is_available(), \"devs\", "
+                "devs.__version__)")
+    steps = [Step("machine-host", ["hostname"]), Step("machine-gpu", ["nvidia-smi"]),
+             Step("machine-cpu", ["lscpu"]), Step("machine-commit", ["git", "rev-parse", "HEAD"]),
+             Step("machine-versions", [PY, "-c", versions])]
+    if run.experiment.data:
+        names = [part for dataset, root in pairs for part in (dataset, root or "")]
+        steps.append(Step("cache-data", [PY, "-c", load, *names], what="decode the data sets into devs's cache once"))
+    for step in steps:
+        step.extras, step.optional, step.group = False, step.name != "cache-data", "prelude"
+        step.what = step.what or "record the machine"
+        run.step(step)
+
+
+# ============================================================================================== experiments
+def devs_table_step(run: Run, name: str, *, results: Path, config: str, data: str, ipcs, protocols, work: Path,
+                    distill: list[str], holdout: int | None = None, jobs: int = 1, split_nets: bool = False,
+                    eval_epochs: int | None = None, what: str = "", group: str = "") -> Step:
+    argv = [PY, "benchmarks/devs_table.py", *run.data(data)]
+    argv += ["--holdout", str(holdout)] if holdout else []
+    argv += ["--ipc", *map(str, ipcs), "--protocols", *protocols, "--runs", "3", "--jobs", str(jobs)]
+    argv += ["--split-nets"] if split_nets else []
+    argv += ["--eval-epochs", str(eval_epochs)] if eval_epochs else []
+    argv += ["--device", run.device, "--config", config, "--results", run.rel(results), "--work-dir", run.rel(work),
+             "--distill-args", *distill]
+    return Step(name, argv, what=what, group=group, remainder="--distill-args")
+
+
+def exp_devs_table(run: Run) -> None:
+    e1, e2, e3, sched = run.pick((30, 100, 100, 100), (30, 100, 100, 100), smoke=(3, 5, 10, 12))
+    configs = {  # gpu_session.sh's settings, on the defaults of 2026-11-26
+        "default": [], f"e{e1}": ["--epochs", str(e1)],
+        f"e{e1}-global": ["--epochs", str(e1), "--clustering", "global"],
+        f"e{e1}-sched": ["--epochs", f"{e1},{e3}", "--schedule", str(sched)],
+        f"e{e1}-global-sched": ["--epochs", f"{e1},{e3}", "--schedule", str(sched), "--clustering", "global"],
+        f"e{e2}": ["--epochs", str(e2)], f"e{e2}-global": ["--epochs", str(e2), "--clustering", "global"]}
+    ipcs = run.pick([1, 10], [1, 10, 50], smoke=[1, 5])
+    jobs = run.pick(1, 3)
+    eval_epochs = 10 if run.smoke else None
+    best = "default"
+    if run.gpu:  # the setting search ran on the GPU only; the CPU rows used the defaults
+        holdout = run.file("holdout")
+
+        def search(config: str) -> Step:
+            return devs_table_step(run, f"search-{config}", results=holdout, config=config, data="cifar10", ipcs=ipcs,
+                                   protocols=["dc"], work=run.work / "holdout", holdout=run.pick(5000, 5000, smoke=300),
+                                   jobs=jobs, eval_epochs=eval_epochs, distill=DEVS_2026_11_26 + configs[config],
+                                   what="setting search on the validation split (held-out training images)",
+                                   group="search")
+
+        with run.phase(0.4):
+            run.parallel([search(c) for c in ("default", f"e{e2}", f"e{e2}-global")],
+                         [search(c) for c in (f"e{e1}", f"e{e1}-global", f"e{e1}-sched", f"e{e1}-global-sched")])
+        best = run.choose(Step("select", [PY, "benchmarks/select_config.py", run.rel(holdout), "--protocol", "dc"],
+                               what="the setting with the best mean validation accuracy", extras=False),
+                          fallback="default", valid=configs)
+    tests = [[devs_table_step(run, key, results=run.file(key), config=best, data=key, ipcs=ipcs,
+                              protocols=["dc", "devs"], work=run.work / f"test-{key}", jobs=jobs,
+                              eval_epochs=eval_epochs, distill=DEVS_2026_11_26 + configs[best],
+                              what="the chosen setting on the test split, random beside", group="test")]
+             for key in ("cifar10", "fashion-mnist")]
+    run.parallel(*tests)
+    if run.gpu:
+        out, alone = run.work / "alone" / "cifar10-default-ipc10.safetensors", run.file("alone")
+        run.step(Step("alone", [PY, "-m", "devs", "distill", *run.data("cifar10"), "--ipc", "10", "--out", run.rel(out),
+                                "--device", run.device, "--no-evaluate", "-q", "--json", *DEVS_2026_11_26],
+                      what="the default 10-per-class distillation alone on the machine, timed", extras=False,
+                      capture=alone, done=has_row(alone, step="alone"), done_text=f"{run.rel(alone)} has its row",
+                      min_left=90))
+
+
+def exp_digits(run: Run) -> None:
+    configs = {"default": [], "per-class": ["--clustering", "per-class"],
+               "per-class-sklearn": ["--clustering", "per-class", "--param", "kmeans=sklearn"],
+               "global-sklearn": ["--param", "kmeans=sklearn"]}
+    smoke = ["--epochs", "1"] if run.smoke else []
+    run.chain([devs_table_step(run, config, results=run.file(), config=config, data="digits",
+                               ipcs=run.pick([10], [10], smoke=[1]), protocols=["dc", "devs"], work=run.work,
+                               eval_epochs=3 if run.smoke else None, distill=configs[config] + smoke,
+                               what="the default job's data set under one clustering setting")
+               for config in configs])
+
+
+def exp_table1(run: Run) -> None:
+    ipcs = [str(k) for k in run.pick([1, 10], [1, 10, 50], smoke=[1, 5])]
+    pinned = ["--method-param", "devs:clustering=per-class", "--method-param", "devs:kmeans=sklearn"]
+    smoke = ["--eval-epochs", "10", "--method-param", "forgetting:epochs=3"] if run.smoke else []
+    chains, tables = [], []
+    for key in ("cifar10", "fashion-mnist"):
+        results = run.file(key)
+        argv = [PY, "benchmarks/table1.py", *run.data(key), "--ipc", *ipcs, "--protocol", "dc", "--runs", "3",
+                "--jobs", str(run.pick(1, 4)), "--budget", str(run.pick(45, 45, smoke=5)), "--ceiling-runs", "2",
+                "--ceiling-epochs", "15", "--device", run.device, "--results", run.rel(results),
+                "--work-dir", run.rel(run.work / key), *pinned, *smoke]
+        chains.append([Step(key, argv, what="every method at each size, dc and dm on a wall-clock budget, the whole "
+                                            "set as ceiling")])
+        tables.append(Step(f"{key}-tables", [PY, "benchmarks/table1.py", "--results", run.rel(results), "--markdown",
+                                             "--csv", run.rel(run.file(key, ".csv"))],
+                           what="the markdown tables and the CSV", extras=False, optional=True))
+    run.parallel(*chains)
+    run.chain(tables)
+
+
+def exp_paper(run: Run) -> None:
+    ipcs = [str(k) for k in run.pick([1, 10], [1, 10, 50], smoke=[1, 5])]
+    chains, jobs = run.pick((1, 1), (4, 8))
+    # kmeans=torch as in every recorded config; per-class (the default then) for the configs without --clustering
+    common = ["--clustering", "per-class", "--param", "kmeans=torch"]
+    common += ["--param", "steps_per_stage=10", "--param", "width=8"] if run.smoke else []
+    quick = ["--eval-epochs", "5", "--runs", "2"] if run.smoke else []
+    configs = ["--configs", "one-step", "shrink4", "shrink4-global", "two-stage"] if run.smoke else []
+
+    def search(name, data, results, more, chains_, jobs_, what) -> Step:
+        argv = [PY, "benchmarks/paper_search.py", "--protocols", "devs", "dc", "--work-dir", run.rel(run.work), *quick,
+                *run.data(data), "--ipc", *ipcs, "--results", run.rel(results), *more, "--chains", str(chains_),
+                "--jobs", str(jobs_), "--device", run.device, "--common-args", *common]
+        return Step(name, argv, what=what, group="search" if name == "search" else "test", remainder="--common-args",
+                    deadline_option="--deadline")
+
+    def markdown(name, results) -> Step:
+        return Step(name, [PY, "benchmarks/paper_search.py", "--results", run.rel(results), "--markdown"],
+                    what="the table", extras=False, optional=True)
+
+    found = run.file("search")
+    with run.phase(0.6):
+        run.step(search("search", "cifar10", found, ["--holdout", str(run.pick(5000, 5000, smoke=300)), *configs],
+                        chains, jobs, "every config on the validation split (held-out training images), in order"))
+    run.step(markdown("search-table", found))
+    select = [PY, "benchmarks/paper_search.py", "--results", run.rel(found), "--select", "devs"]
+    best = run.choose(Step("select", select, what="the config with the best mean validation accuracy under devs",
+                           extras=False), fallback="one-step")
+    tests = {key: run.file(f"test-{key}") for key in ("cifar10", "fashion-mnist")}
+    run.parallel(*[[search(f"test-{key}", key, results, ["--configs", best], 1, max(jobs // 2, 1),
+                           "the chosen config on the test split, random beside")]
+                   for key, results in tests.items()])
+    run.chain([markdown(f"test-{key}-table", results) for key, results in tests.items()])
+
+
+def exp_devs_plus(run: Run) -> None:
+    it = (lambda n: max(1, n // 100)) if run.smoke else (lambda n: n)
+    short = ["--epochs", "1", "--param", "width=8"] if run.smoke else []
+    dm_short = ["--param", "width=8"] if run.smoke else []
+    eval_epochs = 3 if run.smoke else None
+    big = 20 if run.smoke else 50
+    jobs = run.pick(1, 3)
+    plus = ["--method", "devs+", *short, "--param", "kmeans=sklearn"]  # the k-means of the recorded rows
+    f2 = [*plus, "--param", "formation=2"]
+
+    def table(name, results, config, ipcs, distill, *, data="cifar10", protocols=("dc", "dsa"), work="", holdout=None,
+              split_nets=False, jobs_=jobs, group="", what="") -> Step:
+        return devs_table_step(run, name, results=results, config=config, data=data, ipcs=ipcs,
+                               protocols=list(protocols), work=run.work / work, distill=distill, holdout=holdout,
+                               jobs=jobs_, split_nets=split_nets and run.gpu, eval_epochs=eval_epochs, group=group,
+                               what=what)
+
+    def sizes(ipcs):  # the CPU leaves out 50 per class (hours per net); smoke: 20 per class for 50
+        return [big if k == 50 else k for k in ipcs if run.gpu or k < 50]
+
+    def dm(iterations: int) -> list[str]:
+        return [*f2, "--param", f"finetune_iterations={it(iterations)}"]
+
+    # 1. ablation on the validation split (gpu_scale.sh step P), 10 per class; each addition alone, then together
+    settings = {"off": (0, 0, 0), "labels05": (0.5, 0, 0), "ft300": (0, 0, 300), "anchor05": (0, 0.5, 0),
+                "all": (0.5, 0.5, 300), "labels1-t2": (1, 0, 0), "all-ft1000": (0.5, 0.5, 1000)}
+    ablation = [table(f"holdout-{name}", run.file("holdout"), name, [run.pick(10, 10, smoke=2)],
+                      [*plus, "--param", f"label_mix={mix}", "--param", f"anchor={anchor}",
+                       "--param", f"finetune_iterations={it(ft)}"]
+                      + (["--param", "temperature=2"] if name == "labels1-t2" else []),
+                      protocols=["dc"], work="holdout", holdout=run.pick(5000, 5000, smoke=300), group="holdout",
+                      what="validation split, 10 per class")
+                for name, (mix, anchor, ft) in settings.items()]
+    # 2. the defaults of then on the test split
+    test = [table("test", run.file("test"), "all", sizes([10, 1, 50]),
+                  [*plus, "--param", "label_mix=0.5", "--param", "anchor=0.5",
+                   "--param", f"finetune_iterations={it(300)}"],
+                  protocols=["dc"], work="test", group="test", what="the defaults on the test split")]
+    run.parallel(ablation, test)
+    # 3. longer DM with multi-formation, dc and dsa (gpu_plus.sh): four chains sharing the GPU
+    long_dm = [
+        [table(f"ipc10-dm{it(2000)}", run.file("ipc10"), f"f2-dm{it(2000)}", [10], dm(2000), work="ipc10"),
+         table(f"ipc10-dm{it(5000)}", run.file("ipc10"), f"f2-dm{it(5000)}", [10], dm(5000), work="ipc10",
+               what="the same run extended (its DM progress resumed)")],
+        [table(f"ipc{big}-dm{it(2000)}", run.file(f"ipc{big}"), f"f2-dm{it(2000)}", [big], dm(2000),
+               work=f"ipc{big}")] if run.gpu else [],
+        [table(f"ipc1-dm{it(300)}", run.file("ipc1"), f"f2-dm{it(300)}", [1], dm(300), work="ipc1"),
+         table(f"dm-ipc10-it{it(2000)}", run.file("dm"), f"dm-f2-it{it(2000)}", [10],
+               ["--method", "dm", *dm_short, "--param", "formation=2", "--param", f"iterations={it(2000)}"],
+               work="ipc10", what="DM with the same packing and iterations")]]
+    for step in (step for chain in long_dm for step in chain):
+        step.group = "long-dm"
+        step.what = step.what or "multi-formation (2 x 2) with a longer DM step, dc and dsa"
+    run.parallel(*long_dm)
+    # 4. 50 per class under dsa, each net its own process (gpu_plus50.sh and its two follow-up calls)
+    if run.gpu:
+        one = {"protocols": ["dsa"], "work": "files", "split_nets": True, "jobs_": 1, "group": "ipc50"}
+        cifar = [table(f"cifar10-{big}-dm{it(n)}", run.file(f"cifar10-ipc{big}"), f"f2-dm{it(n)}", [big], dm(n), **one)
+                 for n in (4000, 5000)]
+        fashion = run.file(f"fashion-mnist-ipc{big}")
+        others = [table(f"fashion-{big}-f2", fashion, f"labels05-anchor05-ft{it(300)}-f2", [big], dm(300),
+                        data="fashion-mnist", **one),
+                  table(f"fashion-{big}", fashion, f"labels05-anchor05-ft{it(300)}", [big],
+                        [*plus, "--param", f"finetune_iterations={it(300)}"], data="fashion-mnist", **one),
+                  table(f"dm-{big}-it{it(4000)}", run.file(f"dm-ipc{big}"), f"dm-f2-it{it(4000)}", [big],
+                        ["--method", "dm", *dm_short, "--param", "formation=2", "--param", f"iterations={it(4000)}"],
+                        what="the same-budget DM baseline (planned, never run on the GPU)", **one)]
+        for step in cifar + others:
+            step.what = step.what or "50 per class under dsa, each net its own process"
+        run.parallel(cifar, others)
+
+
+def exp_same_budget(run: Run) -> None:
+    protocols = run.pick(["dc", "dsa"], ["dc", "dsa"], smoke=["dc"])
+    eval_epochs = 3 if run.smoke else None
+    short = ["--epochs", "1", "--param", "width=8", "--param", "finetune_iterations=2"] if run.smoke else []
+    width = ["--param", "width=8"] if run.smoke else []
+    results = run.file()
+
+    def table(ipc, config, distill, what):
+        return devs_table_step(run, f"{config}-ipc{ipc}", results=results, config=config, data="cifar10", ipcs=[ipc],
+                               protocols=protocols, work=run.work / f"ipc{ipc}", distill=distill,
+                               eval_epochs=eval_epochs, what=what, group=f"ipc{ipc}")
+
+    for ipc in run.pick([1], [1, 10], smoke=[1]):
+        plus = ["--method", "devs+", *short, "--param", "formation=2", "--param", "kmeans=sklearn"]
+        run.step(table(ipc, "devs-plus", plus,
+                       "devs+ with its extractor trained afresh: its wall time is the budget of dc and dm"))
+        row = next((r for r in read_rows(results) if r.get("config") == "devs-plus" and r["ipc"] == ipc), None)
+        if row is None and not run.dry:
+            run.log(f"no devs-plus row at ipc {ipc}: dc and dm have no budget; skipped")
+            continue
+        budget = str(row["distill_wall_time_s"]) if row else "$DEVS_PLUS_WALL_S"
+        if run.dry and row is None:
+            run.say(f"# DEVS_PLUS_WALL_S = distill_wall_time_s of the devs-plus row at ipc {ipc} in {run.rel(results)} "
+                    "(read when the step above has run)")
+        run.chain([table(ipc, "dc-budget", ["--method", "dc", *width, "--param", f"time_budget_s={budget}"],
+                         "dc given devs+'s wall time"),
+                   table(ipc, "dm-budget",
+                         ["--method", "dm", *width, "--param", "formation=2", "--param", f"time_budget_s={budget}"],
+                         "dm (same packing) given devs+'s wall time")])
+
+
+def exp_scaling(run: Run) -> None:
+    source = run.dataset("cifar10")
+    stores = run.work / "stores" if run.smoke else ROOT / "runs" / "stores"
+    results = run.file()
+    sizes = run.pick((32, 64), (32, 64, 128))
+    depth = {32: 3, 64: 4, 128: 5}
+    pinned = ["--device", run.device, *DEVS_2026_11_26]
+    devs_extra = ["--epochs", "1", "--param", "width=4"] if run.smoke else []
+    dc_extra = ["--param", "outer_loop=1", "--param", "inner_loop=1", "--param", "width=4"] if run.smoke else []
+
+    def store(size: int) -> Path:
+        return stores / f"cifar10-{size}"
+
+    def pack(size: int) -> Step:
+        argv = [PY, "-m", "devs", "pack", source, "--out", run.rel(store(size)), "--size", str(size), "-q"]
+        return Step(f"pack-{size}", argv, what=f"pack the data at {size} px into a uint8 store", extras=False,
+                    group="pack", done=(store(size) / "store.json").is_file,
+                    done_text=f"{run.rel(store(size))}/store.json exists")
+
+    def stream(label: str, size: int, distill: list[str], what: str) -> Step:
+        argv = [PY, "benchmarks/streaming.py", "--source", source, "--size", str(size), "--store", run.rel(store(size)),
+                "--label", label, "--results", run.rel(results), "--", *distill]
+        return Step(label, argv, what=what, remainder="--", done=has_row(results, label=label),
+                    done_text=f"{run.rel(results)} has the row labelled {label}")
+
+    run.parallel([pack(128)], *[[pack(size)] for size in sorted({128, *sizes}) if size != 128])
+    small = ["--param", "depth=5", "--param", "width=32", "--param", "batch_size=64"]
+    run.step(stream(f"{run.tag}-w32-b64-e1", 128, ["--ipc", "10", "--epochs", "1", "--no-evaluate", *small, *pinned,
+                                                   *devs_extra],
+                    "streaming: 128 px, ConvNet-5 of width 32, batch 64, one epoch (the CPU benchmark's command)"))
+    devs_runs = [stream(f"{run.tag}-d{depth[size]}-{size}px", size,
+                        ["--ipc", "10", "--no-evaluate", "--param", f"depth={depth[size]}", *pinned, *devs_extra],
+                        f"image-size scaling: the whole DEvS distillation at {size} px") for size in sizes]
+    dc_runs = [stream(f"{run.tag}-dc-3it-{size}px", size,
+                      ["--ipc", "10", "--method", "dc", "--no-evaluate", "--param", "iterations=3",
+                       "--param", f"depth={depth[size]}", "--device", run.device, *dc_extra],
+                      f"image-size scaling: 3 DC iterations at {size} px") for size in sizes]
+    run.chain(devs_runs + dc_runs)
+
+
+def exp_speed(run: Run) -> None:
+    throughput = run.file("throughput")
+    smoke = ["--steps", "2", "--warmup", "1", "--batch", "16"] if run.smoke else []
+    run.step(Step("throughput", [PY, "benchmarks/throughput.py", "--device", run.device, "--results",
+                                 run.rel(throughput), *smoke],
+                  what="training images/s: plain fp32 loop, the devs loop, compiled, the convolutions alone",
+                  done=lambda: bool(read_rows(throughput)), done_text=f"{run.rel(throughput)} has a row"))
+    dm = run.file("dm")
+    shape = ["--shape", "3", "32", "32"]
+    cases = run.pick([("fashion-shape", []),
+                      ("ipc10-f2", [*shape, "--ipc", "10", "--formation", "2", "--iterations", "4"])],
+                     [("ipc50-f2", [*shape, "--images", "20000", "--iterations", "20", "--ipc", "50",
+                                    "--formation", "2"])],
+                     smoke=[("smoke", ["--shape", "1", "8", "8", "--images", "1000", "--iterations", "2", "--ipc", "20",
+                                       "--formation", "2"])])
+    for name, args in cases:
+        for code, env in (("per-class", {"PYTHONPATH": OLD_DM_SRC}), ("batched", {})):
+            label = f"{code} {name}"
+            argv = [PY, "benchmarks/dm_speed.py", label, *args, "--device", run.device, "--results", run.rel(dm)]
+            run.step(Step(f"dm-{code}-{name}", argv, env=env,
+                          what=f"seconds per DM iteration, {'the per-class loop of fa7dc26' if env else 'this tree'}",
+                          done=has_row(dm, label=label), done_text=f"{run.rel(dm)} has the row labelled {label!r}",
+                          when=(ROOT / OLD_DM_SRC).is_dir if env else None,
+                          when_text=f"if {OLD_DM_SRC} exists (git worktree add runs/old-dm fa7dc26)" if env else ""))
+
+
+def exp_evaluation(run: Run) -> None:
+    results = run.file()
+    smoke = ["--nets", "1", "--variants", "devs evaluate"] if run.smoke else []
+    run.step(Step("evaluation", [PY, "benchmarks/evaluation.py", "--dataset", run.dataset("cifar10"),
+                                 "--results", run.rel(results), *smoke],
+                  what="a 10-image set judged by 5 nets: plain runs against devs evaluate (and compiled)",
+                  done=lambda: bool(read_rows(results)), done_text=f"{run.rel(results)} has a row"))
+
+
+def exp_clustering(run: Run) -> None:
+    results = run.file()
+    synthetic = run.pick(["--ks", "500", "10000", "--timeout", "240"], ["--ks", "500", "10000", "--timeout", "240"],
+                         smoke=["--points", "2000", "--dim", "64", "--ks", "10", "20", "--timeout", "60"])
+    backends = run.pick(["sklearn", "faiss"], ["sklearn", "faiss", "torch"])
+    run.step(Step("synthetic", [PY, "benchmarks/clustering.py", *synthetic, "--backends", *backends,
+                                "--device", run.device, "--results", run.rel(results)],
+                  what="k-means time and inertia on synthetic DEvS-shaped features",
+                  done=has_row(results, features="synthetic"), done_text=f"{run.rel(results)} has synthetic rows"))
+    holdout = str(run.pick(5000, 5000, smoke=300))
+    stages = run.work / "extractor"
+    out = stages / "holdout-ipc10.safetensors"
+    run.step(Step("extractor", [PY, "-m", "devs", "distill", *run.data("cifar10"), "--holdout", holdout, "--ipc", "10",
+                                "--out", run.rel(out), "--checkpoint-dir", run.rel(stages), "--resume", "--device",
+                                run.device, "--no-evaluate", "-q", *(["--epochs", "1"] if run.smoke else [])],
+                  what="a first-stage DEvS extractor on the non-held-out training images", extras=False,
+                  done=out.exists, done_text=f"{run.rel(out)} exists"))
+    found = sorted(stages.glob("extractor1-*.safetensors"))
+    extractor = run.rel(found[0]) if found else f"{run.rel(stages)}/extractor1-HASH.safetensors"
+    if not found and not run.dry:
+        run.log("no extractor in the work folder: real-feature clustering skipped")
+        return
+    ks = run.pick(["10", "100", "500"], ["10", "100", "500"], smoke=["10", "20"])
+    real = [PY, "benchmarks/clustering.py", "--ks", *ks, "--backends", "torch", "sklearn", "--device", run.device,
+            "--dataset", run.dataset("cifar10"), "--holdout", holdout, "--extractor", extractor,
+            "--cache", run.rel(run.work / "features.npy"), "--results", run.rel(results)]
+    run.step(Step("real", real, what="torch against scikit-learn on real trunk features (k = 1 / 10 / 50 per class)",
+                  done=lambda: any(str(r.get("features")).startswith(run.dataset("cifar10"))
+                                   for r in read_rows(results)),
+                  done_text=f"{run.rel(results)} has real-feature rows"))
+
+
+EXPERIMENTS = {e.name: e for e in [
+    Experiment("devs-table", "DEvS at 1 / 10 / 50 per class on CIFAR-10 and Fashion-MNIST (test split, dc and devs "
+               "protocols, random beside); on a GPU the setting search on a validation split first and the default "
+               "job timed alone (gpu_session.sh)", "DEvS at 1 / 10 / 50 images per class (issue #2)", exp_devs_table,
+               data=("cifar10", "fashion-mnist")),
+    Experiment("digits", "the default job's data set (digits, 10 per class) under four clustering settings",
+               "Digits (the default job)", exp_digits, data=("digits",)),
+    Experiment("table1", "every method beside DEvS at 1 / 10 / 50 per class, dc and dm on a 45 s budget, the whole "
+               "set as ceiling, CIFAR-10 and Fashion-MNIST (table1.py; gpu_table1.sh)",
+               "Table 1: every method beside DEvS (issue #3)", exp_table1, data=("cifar10", "fashion-mnist")),
+    Experiment("paper", "the paper's open settings searched on a validation split, then the chosen config on the "
+               "test splits of CIFAR-10 and Fashion-MNIST (paper_search.py; gpu_paper.sh)",
+               "Reproducing the paper (issue \"DEvS as the paper describes it\")", exp_paper,
+               data=("cifar10", "fashion-mnist")),
+    Experiment("devs-plus", "the devs+ tables: ablation on a validation split, the defaults on test, multi-formation "
+               "with longer DM under dc and dsa, 50 per class under dsa (gpu_scale.sh step P, gpu_plus.sh, "
+               "gpu_plus50.sh)", "devs+ (issue #7)", exp_devs_plus, data=("cifar10", "fashion-mnist")),
+    Experiment("same-budget", "devs+ beside dc and dm given devs+'s wall time as their budget (same_budget.sh)",
+               "devs+ (issue #7)", exp_same_budget, data=("cifar10",)),
+    Experiment("speed", "training throughput (throughput.py) and seconds per DM iteration (dm_speed.py; on a GPU "
+               "against the per-class loop of gpu_plus50.sh step 0)", "Speed (issue #8)", exp_speed),
+    Experiment("evaluation", "evaluating a 10-image set: plain runs against devs evaluate (evaluation.py; times the "
+               "CPU)", "Speed (issue #8)", exp_evaluation, data=("cifar10",), devices=("cpu",)),
+    Experiment("clustering", "k-means backends: time and inertia on synthetic and on real DEvS features "
+               "(clustering.py)",
+               "Speed (issue #8)", exp_clustering, data=("cifar10",)),
+    Experiment("scaling", "a data set larger than memory streamed from a store, and DEvS against DC at 32 / 64 / "
+               "128 px (streaming.py; gpu_scale.sh steps A, B, D)",
+               "Scale out: data larger than memory, and torchrun (issue #6)", exp_scaling, data=("cifar10",)),
+]}
+
+
+def resolve_device(device: str, experiment: Experiment) -> str:
+    if device == "auto":
+        try:
+            import torch
+
+            device = "cuda" if torch.cuda.is_available() else "cpu"
+        except ImportError:
+            device = "cpu"
+        if device not in experiment.devices:
+            device = experiment.devices[0]
+    if device not in experiment.devices:
+        raise SystemExit(f"{experiment.name} runs on {', '.join(experiment.devices)} only")
+    return device
+
+
+def list_experiments(out=None) -> None:
+    out = out or sys.stdout
+    for e in EXPERIMENTS.values():
+        print(f"{e.name:<12} [{', '.join(e.devices)}] BENCHMARKS.md \"## {e.section}\"", file=out)
+        print(f"{'':<12} {e.description}", file=out)
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    passed: list[str] = []
+    if "--" in argv:
+        at = argv.index("--")
+        argv, passed = argv[:at], argv[at + 1:]
+    parser = argparse.ArgumentParser(prog="benchmarks/run.py", description=__doc__, allow_abbrev=False,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("experiment", choices=["list", *EXPERIMENTS], help="an experiment, or 'list'")
+    parser.add_argument("--device", default="auto", choices=("cpu", "cuda", "auto"),
+                        help="cuda: the GPU variant (what the old gpu_*.sh scripts ran); cpu: the same commands at CPU "
+                        "sizes; auto: cuda when there is one (default)")
+    parser.add_argument("--dry-run", action="store_true", help="print the exact commands, run nothing")
+    parser.add_argument("--results", help="where the JSON lines and the log go (default: benchmarks/results)")
+    parser.add_argument("--work", help="distilled files and checkpoints (default: runs/bench/NAME-cpu or -gpu)")
+    parser.add_argument("--budget", type=float, help="seconds for the whole run; the step running then is killed")
+    parser.add_argument("--only", help="comma-separated step or group names (see --dry-run) to run, the rest skipped")
+    parser.add_argument("--smoke", action="store_true", help="the same steps on digits with tiny settings")
+    args, unknown = parser.parse_known_args(argv)
+    if args.experiment == "list":
+        list_experiments()
+        return 0
+    experiment = EXPERIMENTS[args.experiment]
+    run = Run(experiment, resolve_device(args.device, experiment), smoke=args.smoke, results=args.results,
+              work=args.work, budget=args.budget, only=args.only.split(",") if args.only else None,
+              extras=unknown + passed, dry_run=args.dry_run)
+    return run.execute_all()
+
+
+if __name__ == "__main__":
+    sys.exit(main())
