@@ -290,7 +290,7 @@ def test_fashion_mnist_download_fetches_missing_files_with_pinned_md5(
         (source / dest.name).replace(dest)
         return dest
 
-    monkeypatch.setattr(data, "download_file", fake_download)
+    monkeypatch.setattr(data.idx, "download_file", fake_download)
     dataset = load_dataset("fashion-mnist", root=root, download=True)
     assert len(dataset.train) == 20
     assert sorted(calls) == sorted(
@@ -383,7 +383,7 @@ def test_cifar10_download_verifies_then_extracts(
         dest.write_bytes(archive.read_bytes())
         return dest
 
-    monkeypatch.setattr(data, "download_file", fake_download)
+    monkeypatch.setattr(data.cifar, "download_file", fake_download)
     root = tmp_path / "root"
     check_cifar(load_dataset("cifar10", root=root, download=True), batches)
     assert calls == [(data.CIFAR10_URL, data.CIFAR10_MD5)]
@@ -527,7 +527,7 @@ def test_imagefolder_cache_hit_skips_decoding(
     def no_decoding(path: Path) -> dict[str, np.ndarray]:
         raise AssertionError("decoded although the cache holds this dataset")
 
-    monkeypatch.setattr(data, "_decode_imagefolder", no_decoding)
+    monkeypatch.setattr(data.cache, "_decode_imagefolder", no_decoding)
     second = load_dataset(archive)
     assert torch.equal(second.train.images, first.train.images)
     assert second.classes == first.classes and second.name == "pets"
@@ -544,8 +544,8 @@ def test_imagefolder_directory_cache_sees_changed_files(
     make_imagefolder(tmp_path / "pets")
     load_dataset(tmp_path / "pets")
     decoded = []
-    real_decode = data._decode_imagefolder
-    monkeypatch.setattr(data, "_decode_imagefolder", lambda p: decoded.append(p) or real_decode(p))
+    real_decode = data.cache._decode_imagefolder
+    monkeypatch.setattr(data.cache, "_decode_imagefolder", lambda p: decoded.append(p) or real_decode(p))
     load_dataset(tmp_path / "pets")
     assert decoded == []
     (tmp_path / "pets" / "train" / "cat" / "02.png").write_bytes(png_bytes(np.zeros((4, 5, 3), np.uint8)))

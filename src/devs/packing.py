@@ -21,16 +21,8 @@ import numpy as np
 from PIL import Image
 from tqdm.auto import tqdm
 
-from .data import (
-    _SPLITS,
-    _TAR_SUFFIXES,
-    ImageDataset,
-    _decode_image,
-    _dir_entries,
-    _Layout,
-    _tar_entries,
-    load_dataset,
-)
+from .data import ImageDataset, load_dataset
+from .data.imagefolder import _SPLITS, _TAR_SUFFIXES, _decode_image, _dir_entries, _Layout, _tar_entries
 from .errors import DatasetError, OutputError
 from .runtime import apply_default_mode
 from .store import FORMAT, SPLITS, open_store
