@@ -75,9 +75,6 @@ def test_outputs_follow_the_umask(tmp_path, capsys, umask):
 
 
 def test_dataset_cache_follows_the_umask(tmp_path, monkeypatch, request, umask):
-    if umask == 0o077:  # remove once the cache writer calls the helper
-        reason = "the dataset cache writer (_write_npz_atomic) hard-codes 0o644 instead of calling apply_default_mode"
-        request.applymarker(pytest.mark.xfail(strict=True, reason=reason))
     monkeypatch.setenv("DEVS_CACHE_DIR", str(tmp_path / "cache"))
     write_image_folder(tmp_path / "images")
     devs.load_dataset(str(tmp_path / "images"))

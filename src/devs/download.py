@@ -23,6 +23,7 @@ from typing import Any, BinaryIO
 from tqdm.auto import tqdm
 
 from .errors import ChecksumError, DatasetError, InvalidParameterError
+from .runtime import apply_default_mode
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +100,7 @@ def download_file(
                 f"checksum mismatch for {url}: expected {mismatch[0]}, got {mismatch[1]}; "
                 "the file may be tampered with or truncated; delete it and retry"
             )
-        os.chmod(tmp, 0o644)  # mkstemp creates 0600 files
+        apply_default_mode(tmp)  # mkstemp creates 0600 files; give what the umask gives any new file
         os.replace(tmp, dest)
     except BaseException:
         tmp.unlink(missing_ok=True)

@@ -9,12 +9,12 @@ from __future__ import annotations
 import hashlib
 import logging
 import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
 from ..errors import DatasetError
+from ..runtime import atomic_path
 from .dataset import ImageDataset
 from .imagefolder import _decode_imagefolder
 from .npz import _dataset_from_arrays, _read_npz
@@ -36,17 +36,10 @@ _CACHE_VERSION = "imagefolder-v1"
 
 
 def _write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
-    """np.savez to a temp file in the same directory, then os.replace into place."""
+    """np.savez to a temp file in the same directory, renamed into place with the umask's permissions."""
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            np.savez(f, **arrays)
-        os.chmod(tmp_name, 0o644)  # mkstemp creates 0600 files
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
+    with atomic_path(path) as temp_path, open(temp_path, "wb") as f:
+        np.savez(f, **arrays)
 
 
 def _load_imagefolder(path: Path, name: str) -> ImageDataset:
