@@ -249,9 +249,10 @@ def test_defaults_follow_the_papers():
 
 
 def test_command_line_distills_with_dm(tmp_path, monkeypatch, capsys):
-    """`devs distill --method dm` end to end; the CLI passes only ipc and seed, so shorten the run here."""
+    """`devs distill --method dm` end to end; the CLI passes ipc, seed and the recipe's iterations, so shorten the
+    run here."""
     shorten = {**FAST["dm"], "iterations": 3}
-    monkeypatch.setattr(cli, "get_method", lambda name, **params: get_method(name, **{**shorten, **params}))
+    monkeypatch.setattr(cli, "get_method", lambda name, **params: get_method(name, **{**params, **shorten}))
     out = tmp_path / "dm.safetensors"
     code = cli.main(["distill", "--method", "dm", "--ipc", "1", "--no-evaluate", "-q", "--out", str(out)])
     assert code == 0, capsys.readouterr().err

@@ -27,6 +27,7 @@ from .methods import (  # noqa: E402
     list_methods,
 )
 from .models import ConvNet, list_models  # noqa: E402
+from .recipes import resolve_recipe  # noqa: E402
 
 __all__ = [
     "ConvNet",
@@ -54,4 +55,5 @@ __all__ = [
     "list_protocols",
     "load_dataset",
     "load_distilled",
+    "resolve_recipe",
 ]

@@ -22,6 +22,7 @@ from .errors import DevsError
 from .evaluate import PROTOCOLS, evaluate, evaluate_random_baseline, list_protocols
 from .io import load_distilled
 from .methods import METHODS, get_method, list_methods
+from .recipes import DEFAULT_RECIPE, RECIPES, parse_duration, resolve_recipe
 from .reporting import save_grid
 from .runtime import (
     DEVICE_CHOICES,
@@ -30,6 +31,7 @@ from .runtime import (
     cuda_peak_memory_mib,
     environment,
     peak_memory_mib,
+    resolve_device,
 )
 
 logger = logging.getLogger("devs")
@@ -63,6 +65,13 @@ def _int_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 100,10; got {text!r}") from None
+
+
+def _duration(text: str) -> float:
+    try:
+        return parse_duration(text)
+    except DevsError as error:
+        raise argparse.ArgumentTypeError(str(error)) from None
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -118,6 +127,15 @@ def build_parser() -> argparse.ArgumentParser:
     _add_dataset_options(distill, "digits")
     distill.add_argument("--ipc", type=int, default=10, help="images per class in the result (default: 10)")
     distill.add_argument("--method", default="devs", help=f"distillation method: {', '.join(list_methods())} (default: devs)")
+    distill.add_argument("--recipe", default=DEFAULT_RECIPE, choices=RECIPES,
+                         help="a measured setting of the method, resolved for this size, image size and device: fast "
+                         "(no gradient steps where the method allows), balanced, best (about a GPU-hour), or none "
+                         f"(the method's own defaults); --param values override it (default: {DEFAULT_RECIPE})")
+    distill.add_argument("--time-budget", type=_duration, metavar="DURATION",
+                         help="stop iterative methods (dc, dm, devs+'s DM step) once this much time is spent, e.g. 90s, "
+                         "10m, 1.5h; methods without iterations say what they did instead")
+    distill.add_argument("--dry-run", action="store_true",
+                         help="print the resolved parameters (recipe, overrides, defaults) and stop")
     distill.add_argument("--out", metavar="FILE.safetensors",
                          help="output file (default: runs/<dataset>-<method>-ipc<K>-seed<S>.safetensors)")
     distill.add_argument("--seed", type=int, default=0, help="random seed; stage i of DEvS uses seed + i (default: 0)")
@@ -264,29 +282,83 @@ def _load(args: argparse.Namespace):
     return holdout_split(dataset, args.holdout, seed=0) if args.holdout else dataset
 
 
+def _resolve_params(args: argparse.Namespace, dataset, explicit: dict[str, Any]):
+    """The method's parameters: the recipe's for this size, image size and device, then the explicit ones."""
+    accepted = set(METHODS.get(args.method).param_names())
+    resolved = resolve_recipe(args.method, args.recipe, ipc=args.ipc, image_shape=dataset.image_shape,
+                              device=str(resolve_device(args.device)))
+    for note in [] if args.dry_run else resolved.notes:  # a dry run prints them with the parameters
+        logger.warning("recipe %s: %s", args.recipe, note)
+    params = {**{k: v for k, v in resolved.params.items() if k in accepted}, **explicit}
+    if args.time_budget is not None:
+        if "time_budget_s" in explicit:
+            raise UsageError("give --time-budget or --param time_budget_s, not both")
+        if "time_budget_s" in accepted:
+            params["time_budget_s"] = args.time_budget
+        else:
+            logger.warning("--method %s has no iterations to stop early, so --time-budget cannot shorten it: it runs "
+                           "to the end (its time is printed when it is done; --recipe fast is the cheapest recipe)",
+                           args.method)
+    return params, resolved
+
+
+def _print_dry_run(args: argparse.Namespace, dataset, method, explicit: dict[str, Any], resolved) -> None:
+    rows = {}
+    for name, value in method.get_params().items():
+        source = "given" if name in explicit else "recipe" if name in resolved.params else "default"
+        rows[name] = {"value": value, "source": source, "why": resolved.reasons.get(name, "") if source == "recipe" else ""}
+    if args.time_budget is not None and "time_budget_s" in rows:
+        rows["time_budget_s"]["source"] = "given"
+    shape = "x".join(str(side) for side in dataset.image_shape)
+    if args.json:
+        print(json.dumps({"method": args.method, "recipe": args.recipe, "dataset": dataset.name, "ipc": args.ipc,
+                          "image_shape": list(dataset.image_shape), "params": rows, "notes": resolved.notes},
+                         indent=2, default=str))
+        return
+    print(f"devs distill --method {args.method} --recipe {args.recipe}: {dataset.name}, {args.ipc} images per class "
+          f"of {shape}, device {resolve_device(args.device)}")
+    width = max(len(name) for name in rows)
+    for name, row in rows.items():
+        why = f"  ({row['why']})" if row["why"] else ""
+        print(f"  {name:<{width}} = {json.dumps(row['value'], default=str):<12} {row['source']}{why}")
+    for note in resolved.notes:
+        print(f"  note: {note}")
+
+
 def _cmd_distill(args: argparse.Namespace) -> int:
-    method = get_method(args.method, **_method_params(args))
+    explicit = _method_params(args)
+    get_method(args.method, **explicit)  # bad names and values fail before any data is read
     if args.evaluate:
         PROTOCOLS.get(args.protocol)
     stem = f"{Path(args.dataset).name.split('.')[0]}-{args.method}-ipc{args.ipc}-seed{args.seed}"
-    out = check_writable(Path(args.out) if args.out else Path("runs") / f"{stem}.safetensors")
+    out = Path(args.out) if args.out else Path("runs") / f"{stem}.safetensors"
     if out.suffix != ".safetensors":
         raise UsageError(f"--out must end in .safetensors; got {out}")
+    if not args.dry_run:
+        check_writable(out)
+    dataset = _load(args)
+    params, resolved = _resolve_params(args, dataset, explicit)
+    method = get_method(args.method, **params)
     if "checkpoint_dir" in method.param_names():
         method.checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_suffix(".stages")
-    dataset = _load(args)
-    logger.info("Distilling %s (%d training images, %d classes) with %s at %d images per class",
-                dataset.name, len(dataset.train), dataset.num_classes, args.method, args.ipc)
+    if args.dry_run:
+        _print_dry_run(args, dataset, method, explicit, resolved)
+        return 0
+    logger.info("Distilling %s (%d training images, %d classes) with %s (recipe %s) at %d images per class",
+                dataset.name, len(dataset.train), dataset.num_classes, args.method, args.recipe, args.ipc)
     start = time.perf_counter()
     distilled = method.fit(dataset).distilled_
     seconds = time.perf_counter() - start
+    distilled.config["recipe"] = {**resolved.to_dict(), "overridden": sorted(set(resolved.params) & set(explicit))}
+    if args.time_budget is not None and seconds > args.time_budget * 1.05:
+        logger.warning("%s took %.0f s, over the --time-budget of %.0f s", args.method, seconds, args.time_budget)
     main_rank = args.group.is_main
     grid = out.with_suffix(".png")
     if main_rank:  # under torchrun only rank 0 writes
         distilled.save(out)
         grid = save_grid(distilled, grid)
     record: dict[str, Any] = {"file": str(out), "grid": str(grid), "dataset": dataset.name,
-                              "method": args.method, "seed": args.seed, "size": len(distilled),
+                              "method": args.method, "recipe": args.recipe, "seed": args.seed, "size": len(distilled),
                               "wall_time_s": round(seconds, 2), "processes": args.group.world_size,
                               "peak_memory_mib": round(peak_memory_mib(), 1), "config": distilled.config,
                               "cuda_peak_memory_mib": cuda_peak_memory_mib(),
@@ -329,7 +401,9 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_list(args: argparse.Namespace) -> int:
     from .models import list_models
 
-    listing = {"datasets": list_datasets(), "methods": list_methods(), "models": list_models(),
+    from .recipes import DESCRIPTIONS
+
+    listing = {"datasets": list_datasets(), "methods": list_methods(), "models": list_models(), "recipes": DESCRIPTIONS,
                "protocols": {name: PROTOCOLS.get(name).description for name in list_protocols()}}
     if args.json:
         print(json.dumps(listing, indent=2))
@@ -337,6 +411,9 @@ def _cmd_list(args: argparse.Namespace) -> int:
     print("datasets:  " + ", ".join(listing["datasets"]) + "  (or a path: ImageFolder dir, .tar/.tar.gz, .npz, or a store written by devs pack)")
     print("methods:   " + ", ".join(listing["methods"]))
     print("models:    " + ", ".join(listing["models"]))
+    print(f"recipes (devs distill --recipe NAME; default {DEFAULT_RECIPE}; devs distill --dry-run shows what one resolves to):")
+    for name, description in listing["recipes"].items():
+        print(f"  {name:<9} {description}")
     print("protocols:")
     for name, description in listing["protocols"].items():
         print(f"  {name:<6} {description}")

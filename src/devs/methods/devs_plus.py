@@ -28,6 +28,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import time
 from typing import Any
 
 import torch
@@ -44,7 +45,7 @@ from .devs import DEvS, StageContext
 from .matching import DistributionMatching
 
 PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "formation",
-               "trained_embedding", "trained_ce")
+               "trained_embedding", "trained_ce", "time_budget_s")
 
 
 @register_method("devs+")
@@ -63,6 +64,8 @@ class DEvSPlus(DEvS):
     trained_embedding: probability in [0, 1] that a DM iteration embeds with the first-stage extractor
         instead of a fresh random ConvNet (0: DM as published).
     trained_ce: weight (>= 0) of that extractor's cross-entropy on the synthetic images on those iterations.
+    time_budget_s: stop the DM step after the iteration in which ``fit`` as a whole has spent this many
+        seconds (the DEvS stages before it cannot be cut short; it runs at least one DM iteration).
 
     After ``fit``, ``assignments_[-1]`` maps inputs to the last stage's images, which with formation f are
     the tiles: tile t lies in stored image t // f**2.
@@ -70,12 +73,13 @@ class DEvSPlus(DEvS):
 
     name = "devs+"
     # The DM step and the packing into stored images change no DEvS stage (a stage's size is in its key).
-    after_stages_params = ("finetune_iterations", "finetune_lr", "formation", "trained_embedding", "trained_ce")
+    after_stages_params = ("finetune_iterations", "finetune_lr", "formation", "trained_embedding", "trained_ce",
+                           "time_budget_s")
 
     def __init__(self, ipc: int = 10, *, label_mix: float = 0.5, temperature: float = 1.0, anchor: float = 0.5,
                  finetune_iterations: int = 300, finetune_lr: float = 1.0, formation: int = 1,
-                 trained_embedding: float = 0.0, trained_ce: float = 0.0, clustering: str = "per-class",
-                 **devs_params: Any) -> None:
+                 trained_embedding: float = 0.0, trained_ce: float = 0.0, time_budget_s: float | None = None,
+                 clustering: str = "per-class", **devs_params: Any) -> None:
         # Per-class clustering (its DM step and multi-formation need one class per image), whatever DEvS's
         # own default; torch k-means as DEvS's (validation split, 10 per class: 43.9 vs 43.0 with scikit-learn's).
         super().__init__(ipc, clustering=clustering, **devs_params)
@@ -87,6 +91,7 @@ class DEvSPlus(DEvS):
         self.formation = formation
         self.trained_embedding = trained_embedding
         self.trained_ce = trained_ce
+        self.time_budget_s = time_budget_s
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -101,6 +106,8 @@ class DEvSPlus(DEvS):
         check_number("devs+", "finetune_lr", self.finetune_lr, integer=False, low=1e-9)
         check_number("devs+", "trained_embedding", self.trained_embedding, integer=False, low=0.0, high=1.0)
         check_number("devs+", "trained_ce", self.trained_ce, integer=False, low=0.0)
+        if self.time_budget_s is not None:
+            check_number("devs+", "time_budget_s", self.time_budget_s, integer=False, low=0.0)
         if self.trained_ce and not self.trained_embedding:
             raise InvalidParameterError("trained_ce applies on the iterations that embed with the trained extractor: "
                                         "set trained_embedding > 0 as well, or trained_ce=0.")
@@ -140,11 +147,13 @@ class DEvSPlus(DEvS):
     def fit(self, data: Any) -> "DEvSPlus":
         data = as_training_data(data)
         check_factor(self.formation, tuple(data.images.shape[2:]), "devs+ formation")
+        start = time.perf_counter()
         super().fit(data)
         if self.formation > 1:
             self._pack()
         if self.finetune_iterations:
-            self._finetune(data)
+            left = None if self.time_budget_s is None else max(0.0, self.time_budget_s - (time.perf_counter() - start))
+            self._finetune(data, left)
         return self
 
     def _pack(self) -> None:
@@ -154,7 +163,7 @@ class DEvSPlus(DEvS):
         self.distilled_ = _with(tiles, images=images, labels=pack_labels(tiles.labels, self.formation),
                                 formation=self.formation)
 
-    def _finetune(self, data) -> None:
+    def _finetune(self, data, time_budget_s: float | None) -> None:
         start = self.distilled_
         trained = self.first_extractor(data) if self.trained_embedding else None
         dm = _DistributionMatchingFrom(
@@ -162,6 +171,7 @@ class DEvSPlus(DEvS):
             ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
             progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
+            time_budget_s=time_budget_s,
         ).fit(data)
         self.distilled_ = _with(start, images=dm.distilled_.images)
         self.distilled_.config["finetune_iterations_done"] = dm.iterations_done_
