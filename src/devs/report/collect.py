@@ -27,8 +27,9 @@ STAGE_FILE = re.compile(r"stage(\d+)-ipc(\d+)-[0-9a-f]+\.safetensors")
 EXTRACTOR_FILE = re.compile(r"extractor\d+-[0-9a-f]+\.safetensors")  # trained nets in a checkpoint dir, not sets
 # Settings that may differ between runs sharing one stage checkpoint (see DEvS._stage_key), or that only
 # stage files carry: ignored when deciding whether a stage file belongs to a run.
+# "recipe" names how the run's settings were chosen; the settings themselves are compared.
 _STAGE_VARYING = {"ipc", "schedule", "epochs", "steps_per_stage", "device", "stages", "resolved_schedule",
-                  "resolved_epochs", "stage", "stage_key"}
+                  "resolved_epochs", "stage", "stage_key", "recipe"}
 CEILING = "whole"  # table1.py's method name for the whole training set
 
 
