@@ -7,6 +7,7 @@ exit codes (1 for errors, 2 for bad usage, 130 for Ctrl-C). ``--debug`` shows tr
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -102,6 +103,10 @@ def _add_dataset_options(parser: argparse.ArgumentParser, default: str | None) -
     parser.add_argument("--holdout", type=int, metavar="N",
                         help="hold out N stratified training images and use them instead of the test split "
                         "(a validation split for choosing settings; same N and --seed give the same split)")
+    parser.add_argument("--flip", action=argparse.BooleanOptionalAction, default=None,
+                        help="whether a horizontal flip keeps an image's class, so that training may flip it "
+                        "(default: the registered dataset's choice, off for digits; on for a path: say --no-flip "
+                        "for digits, text or other images with a handedness)")
 
 
 def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
@@ -279,6 +284,8 @@ def _print_evaluation(results: list[dict[str, Any]], description: str) -> None:
 
 def _load(args: argparse.Namespace):
     dataset = load_dataset(args.dataset, root=args.data_root, download=args.download)
+    if args.flip is not None:
+        dataset = dataclasses.replace(dataset, flip=args.flip)
     return holdout_split(dataset, args.holdout, seed=0) if args.holdout else dataset
 
 
@@ -358,7 +365,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         distilled.save(out)
         grid = save_grid(distilled, grid)
     record: dict[str, Any] = {"file": str(out), "grid": str(grid), "dataset": dataset.name,
-                              "method": args.method, "recipe": args.recipe, "seed": args.seed, "size": len(distilled),
+                              "method": args.method, "recipe": args.recipe, "flip": dataset.flip, "seed": args.seed, "size": len(distilled),
                               "wall_time_s": round(seconds, 2), "processes": args.group.world_size,
                               "peak_memory_mib": round(peak_memory_mib(), 1), "config": distilled.config,
                               "cuda_peak_memory_mib": cuda_peak_memory_mib(),

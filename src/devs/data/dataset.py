@@ -49,6 +49,9 @@ class ImageDataset:
     classes: tuple[str, ...]
     train: ImageSplit
     test: ImageSplit
+    # Whether a horizontal flip keeps an image's class: not for digits (a mirrored 2, 3, 7 is no digit), so
+    # no method or protocol flips them; a path dataset says so with --no-flip.
+    flip: bool = True
 
     @property
     def num_classes(self) -> int:
@@ -93,6 +96,7 @@ def holdout_split(dataset: ImageDataset, size: int, seed: int = 0) -> ImageDatas
         classes=dataset.classes,
         train=ImageSplit(dataset.train.images[keep], dataset.train.labels[keep]),
         test=ImageSplit(dataset.train.images[held], dataset.train.labels[held]),
+        flip=dataset.flip,
     )
 
 

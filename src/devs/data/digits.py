@@ -29,4 +29,5 @@ def load_digits(root: Path | None = None, download: bool = False) -> ImageDatase
         classes=tuple(str(k) for k in range(10)),
         train=ImageSplit(images[train_idx], _labels(labels[train_idx])),
         test=ImageSplit(images[test_idx], _labels(labels[test_idx])),
+        flip=False,  # mirrored digits are not digits (the DC code's README drops flip for MNIST and SVHN)
     )

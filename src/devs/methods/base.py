@@ -49,6 +49,7 @@ class TrainingData:
     mean: list[float]
     std: list[float]
     name: str
+    flip: bool = True  # whether horizontal flips keep the class (ImageDataset.flip)
 
     @property
     def num_classes(self) -> int:
@@ -84,7 +85,7 @@ def as_training_data(data: Any, classes: list[str] | None = None) -> TrainingDat
     """Accept an ImageDataset, an ImageSplit, an (images, labels) pair of arrays/tensors, or a torch Dataset."""
     if isinstance(data, ImageDataset):
         mean, std = data.channel_stats()
-        return TrainingData(data.train.images, data.train.labels, data.classes, mean, std, data.name)
+        return TrainingData(data.train.images, data.train.labels, data.classes, mean, std, data.name, data.flip)
     if isinstance(data, TrainingData):
         return data
     if isinstance(data, ImageSplit):
@@ -173,7 +174,8 @@ class DistillationMethod:
             std=data.std,
             dataset=data.name,
             method=self.name,
-            config=_jsonable({k: v for k, v in self.get_params().items() if k not in self.runtime_params}),
+            config={**_jsonable({k: v for k, v in self.get_params().items() if k not in self.runtime_params}),
+                    "data_flip": data.flip},
             seed=seed,
             source_train_size=len(data.images),
             formation=formation,

@@ -162,7 +162,7 @@ class _FeatureCoreset(_TrainedNetCoreset):
 
     def fit(self, data: Any) -> "_FeatureCoreset":
         data, epochs, device, normalizer = self._prepare(data)
-        spec = ExtractorSpec()
+        spec = ExtractorSpec(flip=data.flip)
         # "extractor1" is DEvS's first stage (seed random_state + 0): the same file is shared.
         path = self._extractor_path(data, spec, epochs, "extractor1")
         label = f"{self.name}: train extractor" if self.progress else None
@@ -224,7 +224,7 @@ class Forgetting(_TrainedNetCoreset):
 
     def fit(self, data: Any) -> "Forgetting":
         data, epochs, device, normalizer = self._prepare(data)
-        spec = ExtractorSpec(mixup_alpha=0.0)
+        spec = ExtractorSpec(mixup_alpha=0.0, flip=data.flip)
         path = self._extractor_path(data, spec, epochs, "forgetting")
         if self.resume and path is not None and path.exists():  # the counts do not depend on ipc
             saved = load_file(str(path))

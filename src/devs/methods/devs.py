@@ -7,6 +7,7 @@ the mean of its images and of its label rows. No gradient ever flows into the im
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import time
 from dataclasses import dataclass
@@ -98,7 +99,8 @@ class DEvS(DistillationMethod):
         dropout 0.2 before the classifier as in the paper, optional bottleneck dense layer).
     feature_layer: where features are taken: ``"trunk"`` (the flattened convolutional output, as the
         paper's "truncated" net) or ``"bottleneck"`` (the bottleneck layer's ReLU output; needs ``bottleneck``).
-    max_shift, flip, mixup_alpha, lr, batch_size: the training recipe (paper: 5 px, flip, 0.4).
+    max_shift, flip, mixup_alpha, lr, batch_size: the training recipe (paper: 5 px, flip, 0.4); ``flip=None``
+        (the default) flips where the data allows it (not digits: ``ImageDataset.flip``).
     kmeans, kmeans_batch_size, kmeans_max_iter, kmeans_tol: k-means; ``"torch"`` (the default) runs
         k-means++ and full-batch Lloyd iterations on ``device``; ``"sklearn"`` is the paper's mini-batch
         k-means (batch 1028, at most 200 iterations, tolerance 1e-4); ``"faiss"`` needs faiss installed.
@@ -133,7 +135,7 @@ class DEvS(DistillationMethod):
         bottleneck: int | None = None,
         feature_layer: str = "trunk",
         max_shift: int = 5,
-        flip: bool = True,
+        flip: bool | None = None,
         mixup_alpha: float = 0.4,
         lr: float = 0.01,
         batch_size: int = 256,
@@ -248,6 +250,7 @@ class DEvS(DistillationMethod):
         """Run every stage of the schedule on ``data`` and leave the result in ``distilled_``."""
         self._validate()
         data = as_training_data(data)
+        self.flip_ = data.flip if self.flip is None else bool(self.flip)
         schedule = self._resolve_schedule(data)
         epochs = self._resolve_epochs(data, schedule)
         device = resolve_device(self.device)
@@ -340,7 +343,7 @@ class DEvS(DistillationMethod):
         if device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(device)
         start = time.perf_counter()
-        net = trained_extractor(ExtractorSpec.of(self), images, targets, epochs, seed, normalizer, device,
+        net = trained_extractor(self._spec(), images, targets, epochs, seed, normalizer, device,
                                 path=extractor_path, reuse=self.resume, compile=self.compile, group=group,
                                 progress=f"stage {stage + 1}: train on {len(images)}" if show else None,
                                 init_state=init_state)
@@ -415,11 +418,15 @@ class DEvS(DistillationMethod):
     def _checkpoint_path(self, name: str) -> Path | None:
         return checkpoint_file(self.checkpoint_dir, name)
 
+    def _spec(self) -> ExtractorSpec:
+        """The extractor's network and recipe, with flip resolved for the data being fitted (``flip_``)."""
+        return dataclasses.replace(ExtractorSpec.of(self), flip=self.flip_)
+
     def _extractor_path(self, input_key: str, stage: int, epochs: int, seed: int) -> Path | None:
         # The extractor's key leaves out the target sizes, so runs at several ipc values sharing one
         # checkpoint_dir (with resume) train the first-stage extractor once. A warm-started later stage's
         # input key already differs (warm_start is in the stage keys), which keeps the two apart.
-        key = ExtractorSpec.of(self).key(input_key, epochs, seed)
+        key = self._spec().key(input_key, epochs, seed)
         return self._checkpoint_path(f"extractor{stage + 1}-{key}.safetensors")
 
     def first_extractor(self, data: Any) -> torch.nn.Module:
@@ -433,10 +440,11 @@ class DEvS(DistillationMethod):
         if self.extractors_[0] is not None:
             return self.extractors_[0].eval()
         data = as_training_data(data)
+        self.flip_ = data.flip if self.flip is None else bool(self.flip)
         epochs = self.distilled_.config["resolved_epochs"][0]
         device = resolve_device(self.device)
         path = self._extractor_path(fingerprint(data.images, data.labels, data.classes), 0, epochs, self.random_state)
-        net = trained_extractor(ExtractorSpec.of(self), data.images, data.one_hot(), epochs, self.random_state,
+        net = trained_extractor(self._spec(), data.images, data.one_hot(), epochs, self.random_state,
                                 Normalizer(data.mean, data.std, device), device, path=path, reuse=True,
                                 compile=self.compile)
         self.extractors_[0] = net

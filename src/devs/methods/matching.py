@@ -111,6 +111,7 @@ class MatchingState:
     sampler: ClassSampler
     generator: torch.Generator
     device: torch.device
+    flip: bool = True  # whether augmentation may flip (TrainingData.flip)
 
     def class_images(self, cls: int) -> torch.Tensor:
         return self.images[cls * self.ipc : (cls + 1) * self.ipc]
@@ -263,7 +264,7 @@ class _PixelMatching(DistillationMethod):
         images = torch.cat([encode(class_tiles, factor) for class_tiles in tiles])
         labels = torch.arange(data.num_classes, device=device).repeat_interleave(self.ipc)
         return MatchingState(images.detach().clone().requires_grad_(True), labels, self.ipc, data.num_classes,
-                             sampler, generator, device)
+                             sampler, generator, device, data.flip)
 
     def _fresh_net(self, data: TrainingData, state: MatchingState, seed: int) -> nn.Module:
         """A randomly initialised ConvNet (instance norm, no dropout), reproducible from ``seed``."""
@@ -482,7 +483,7 @@ class DistributionMatching(_PixelMatching):
         gives, with fewer and larger kernel launches.
         """
         net.requires_grad_(False)  # the net is a fixed random embedding; only the pixels learn
-        groups = parse_strategy(self.dsa)
+        groups = tuple(group for group in parse_strategy(self.dsa) if state.flip or group != "flip")
         image_size = tuple(state.images.shape[2:])
         reals, draws = [], []
         for cls in range(state.num_classes):  # the official loop's order of draws: real batch, then augmentation
