@@ -20,7 +20,7 @@ from . import __version__
 from .data import holdout_split, list_datasets, load_dataset
 from .distributed import current_group, init_from_environment, launched_by_torchrun, shutdown
 from .errors import DevsError
-from .evaluate import PROTOCOLS, evaluate, evaluate_random_baseline, list_protocols
+from .evaluate import LABEL_MODES, PROTOCOLS, compute_scores, evaluate, evaluate_random_baseline, list_protocols
 from .io import load_distilled
 from .methods import METHODS, get_method, list_methods
 from .recipes import DEFAULT_RECIPE, RECIPES, parse_duration, resolve_recipe
@@ -66,6 +66,13 @@ def _int_list(text: str) -> list[int]:
         return [int(part) for part in text.split(",") if part.strip()]
     except ValueError:
         raise argparse.ArgumentTypeError(f"expected comma-separated integers such as 100,10; got {text!r}") from None
+
+
+def _name_list(text: str) -> list[str]:
+    names = [part.strip() for part in text.split(",") if part.strip()]
+    if not names:
+        raise argparse.ArgumentTypeError(f"expected comma-separated names such as convnet,resnet18; got {text!r}")
+    return names
 
 
 def _duration(text: str) -> float:
@@ -170,14 +177,26 @@ def build_parser() -> argparse.ArgumentParser:
     _add_common(distill)
 
     evaluate_cmd = commands.add_parser("evaluate", help="train fresh nets on a distilled file and report test accuracy",
-                                       description="Train several fresh ConvNets on a distilled set under a named "
-                                       "protocol and report test accuracy mean ± std, beside a random real subset.")
+                                       description="Train several fresh networks on a distilled set under a named "
+                                       "protocol and report test accuracy mean ± std, beside a random real subset of the "
+                                       "same size: one row per --model, with the gain over random and, given --ceiling, "
+                                       "the share of the random-to-whole-set gap the set closes.")
     evaluate_cmd.add_argument("file", metavar="FILE", help="a .safetensors file written by devs")
     _add_dataset_options(evaluate_cmd, None)
     evaluate_cmd.add_argument("--seed", type=int, default=0, help="seed of the first net; net i uses seed + i")
     evaluate_cmd.add_argument("--device", default="auto", choices=DEVICE_CHOICES, help="where to compute (default: auto)")
     evaluate_cmd.add_argument("--json", action="store_true", help="print the results as JSON")
     _add_evaluation_options(evaluate_cmd)
+    evaluate_cmd.add_argument("--model", dest="models", type=_name_list, metavar="NAME[,NAME...]",
+                              help="the networks to train, e.g. convnet,resnet18,vgg11 (see 'devs list'; default: the "
+                              "protocol's, convnet)")
+    evaluate_cmd.add_argument("--labels", default="soft", choices=LABEL_MODES,
+                              help="train on the set's label rows (soft) or on their one-hot argmax (hard: what the "
+                              "images carry without the labels' knowledge); random subsets are always hard "
+                              "(default: soft)")
+    evaluate_cmd.add_argument("--ceiling", type=float, metavar="PCT",
+                              help="whole-training-set accuracy (%%) under the same protocol and model, for the score "
+                              "gap_closed = (set - random) / (ceiling - random)")
     _add_common(evaluate_cmd)
 
     list_cmd = commands.add_parser("list", help="list datasets, methods, models and protocols")
@@ -265,21 +284,59 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
 
 
 def _run_evaluation(args: argparse.Namespace, distilled, dataset) -> list[dict[str, Any]]:
+    """The set (and, with the baseline, a random subset) on each model of ``--model``: set, random, set, random, ..."""
     PROTOCOLS.get(args.protocol)
     common = dict(protocol=args.protocol, runs=args.runs, seed=args.seed, device=args.device,
                   epochs=args.eval_epochs, progress=not args.quiet, compile=args.compile)
-    results = [evaluate(distilled, dataset, **common)]
-    if args.baseline:
-        results.append(evaluate_random_baseline(dataset, len(distilled), **common))
+    results = []
+    for model in getattr(args, "models", None) or [None]:  # `devs distill` has no --model: the protocol's
+        result = evaluate(distilled, dataset, model=model, labels=getattr(args, "labels", "soft"), **common)
+        results.append(result)
+        if args.baseline:
+            random = evaluate_random_baseline(dataset, len(distilled), model=model, **common)
+            result.scores = compute_scores(result, random, getattr(args, "ceiling", None))
+            results.append(random)
     return [result.to_dict() for result in results]
 
 
-def _print_evaluation(results: list[dict[str, Any]], description: str) -> None:
-    print(f"protocol {results[0]['protocol']}: {description}")
+def _print_evaluation(results: list[dict[str, Any]], description: str, per_model: bool = False) -> None:
+    """The results, one line each (what `devs distill` prints), or with ``per_model`` one row per model.
+
+    A row holds the set's and the random subset's test accuracy, the gain and (with a ceiling) the gap
+    closed; ``results`` as ``_run_evaluation`` returns them: per model the set, then its random subset if any.
+    """
+    if not per_model:
+        print(f"protocol {results[0]['protocol']}: {description}")
+        for result in results:
+            runs = len(result["accuracies"])
+            print(f"  {result['label']:<12} {result['size']:>6} images  test accuracy {result['mean']:6.2f} ± "
+                  f"{result['std']:.2f} %  ({runs} nets, {sum(result['seconds']):.0f} s)")
+        return
+    rows: dict[str, list[dict[str, Any]]] = {}
     for result in results:
-        runs = len(result["accuracies"])
-        print(f"  {result['label']:<12} {result['size']:>6} images  test accuracy {result['mean']:6.2f} ± {result['std']:.2f} %"
-              f"  ({runs} nets, {sum(result['seconds']):.0f} s)")
+        rows.setdefault(result.get("model", "convnet"), []).append(result)
+    first = results[0]
+    ceilings = [r["scores"]["ceiling"] for r in results if r.get("scores") and r["scores"]["ceiling"] is not None]
+    ceiling = ceilings[0] if ceilings else None
+    print(f"protocol {first['protocol']}: {description}")
+    nets = len(first["accuracies"])
+    print(f"test accuracy (%), mean ± std over {nets} net{'' if nets == 1 else 's'}, {first['size']} images"
+          + (f"; ceiling {ceiling:.2f} %" if ceiling is not None else ""))
+    model_width = max(12, *(len(model) for model in rows))
+    print(f"  {'model':<{model_width}} {'labels':<6} {'set (' + first['label'] + ')':>15} {'random subset':>15} "
+          f"{'gain':>7} {'gap closed':>10} {'time':>7}")
+
+    def cell(result: dict[str, Any] | None) -> str:
+        return f"{result['mean']:6.2f} ± {result['std']:5.2f}" if result else "-"
+
+    for model, (chosen, *rest) in rows.items():
+        random = rest[0] if rest else None
+        scores = chosen.get("scores") or {}
+        gain = f"{scores['gain']:+7.2f}" if scores else "-"
+        closed = f"{scores['gap_closed']:.3f}" if scores.get("gap_closed") is not None else "-"
+        seconds = sum(sum(r["seconds"]) for r in (chosen, random) if r)
+        print(f"  {model:<{model_width}} {chosen.get('labels', 'soft'):<6} {cell(chosen):>15} {cell(random):>15} "
+              f"{gain:>7} {closed:>10} {seconds:>5.0f} s")
 
 
 def _load(args: argparse.Namespace):
@@ -392,32 +449,48 @@ def _cmd_distill(args: argparse.Namespace) -> int:
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .models import MODELS
+
     PROTOCOLS.get(args.protocol)
+    for model in args.models or []:
+        MODELS.get(model)  # an unknown name fails before any data is read
+    if args.ceiling is not None:
+        if not 0 < args.ceiling <= 100:
+            raise UsageError(f"--ceiling is a test accuracy in %, in (0, 100]; got {args.ceiling}")
+        if not args.baseline:
+            raise UsageError("--ceiling needs the random baseline: drop --no-baseline")
     distilled = load_distilled(args.file)
     dataset = _load(args)
     results = _run_evaluation(args, distilled, dataset)
     if not args.group.is_main:
         return 0
     if args.json:
-        print(json.dumps({"file": args.file, "dataset": dataset.name, "results": results}, indent=2))
+        print(json.dumps({"file": args.file, "dataset": dataset.name, "labels": args.labels, "ceiling": args.ceiling,
+                          "results": results}, indent=2))
     else:
-        _print_evaluation(results, PROTOCOLS.get(args.protocol).description)
+        _print_evaluation(results, PROTOCOLS.get(args.protocol).description, per_model=True)
     return 0
 
 
 def _cmd_list(args: argparse.Namespace) -> int:
-    from .models import list_models
+    from .models import count_parameters, describe_model, list_models
 
     from .recipes import DESCRIPTIONS
 
-    listing = {"datasets": list_datasets(), "methods": list_methods(), "models": list_models(), "recipes": DESCRIPTIONS,
+    # parameter counts for 3x32x32 inputs and 10 classes (the ConvNets and the MLP grow with the image size)
+    models = {name: {"parameters": count_parameters(name, 3, 10, (32, 32)), "description": describe_model(name)}
+              for name in list_models()}
+    listing = {"datasets": list_datasets(), "methods": list_methods(), "models": models, "recipes": DESCRIPTIONS,
                "protocols": {name: PROTOCOLS.get(name).description for name in list_protocols()}}
     if args.json:
         print(json.dumps(listing, indent=2))
         return 0
     print("datasets:  " + ", ".join(listing["datasets"]) + "  (or a path: ImageFolder dir, .tar/.tar.gz, .npz, or a store written by devs pack)")
     print("methods:   " + ", ".join(listing["methods"]))
-    print("models:    " + ", ".join(listing["models"]))
+    print("models (devs evaluate --model NAME; parameters for 3x32x32 inputs, 10 classes):")
+    width = max(len(name) for name in models)
+    for name, model in models.items():
+        print(f"  {name:<{width}} {model['parameters']:>11,}  {model['description']}")
     print(f"recipes (devs distill --recipe NAME; default {DEFAULT_RECIPE}; devs distill --dry-run shows what one resolves to):")
     for name, description in listing["recipes"].items():
         print(f"  {name:<9} {description}")

@@ -1,7 +1,10 @@
 """Evaluation protocols: train fresh networks on a distilled set, report test accuracy mean ± std.
 
 Accuracy is always taken at the end of training (never the best epoch by test accuracy), and each
-report carries a same-protocol random real subset of the same size beside it.
+report carries a same-protocol random real subset of the same size beside it. Any registered model can
+judge a set (``model=``; default the protocol's), with its soft labels or their argmax (``labels=``), and
+``compute_scores()`` turns a set's result, its random subset's and an optional whole-set ceiling into the gain
+over random and the fraction of the random-to-whole-set gap that the set closes.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from .errors import DevsError, InvalidParameterError
 from .io import DistilledSet
 from .methods.base import check_number
 from .methods.coresets import balanced_counts, random_subset_indices
-from .models import build_model
+from .models import MODELS, build_model
 from .registry import Registry
 from .runtime import resolve_device
 from .train import Normalizer, TrainRecipe, accuracy, train_classifier
@@ -42,6 +45,7 @@ class Protocol:
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
+LABEL_MODES = ("soft", "hard")
 
 
 def register_protocol(protocol: Protocol) -> Protocol:
@@ -75,7 +79,11 @@ def list_protocols(pattern: str = "*") -> list[str]:
 
 @dataclass
 class EvaluationResult:
-    """Test accuracies (in %) of ``runs`` fresh networks trained on one set under one protocol."""
+    """Test accuracies (in %) of ``runs`` fresh networks of ``model`` trained on one set under one protocol.
+
+    ``labels`` is "soft" (the set's label rows as stored) or "hard" (one-hot rows; random subsets and the
+    whole set are always "hard"). ``scores``, when set, holds ``compute_scores()`` against the random subset.
+    """
 
     label: str
     protocol: str
@@ -83,6 +91,9 @@ class EvaluationResult:
     accuracies: list[float] = field(default_factory=list)
     seeds: list[int] = field(default_factory=list)
     seconds: list[float] = field(default_factory=list)
+    model: str = "convnet"
+    labels: str = "soft"
+    scores: dict[str, Any] | None = None
 
     @property
     def mean(self) -> float:
@@ -98,6 +109,36 @@ class EvaluationResult:
 
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": self.mean, "std": self.std}
+
+
+def compute_scores(
+    result: EvaluationResult | float,
+    random: EvaluationResult | float,
+    ceiling: EvaluationResult | float | None = None,
+) -> dict[str, Any]:
+    """What a set adds over a same-size random real subset: accuracy points, and the share of the gap to a ceiling.
+
+    ``result``, ``random`` and ``ceiling`` are EvaluationResults (their means are used; results must share
+    protocol and model) or mean accuracies in %. Returns ``gain`` = mean - random (points) and
+    ``gap_closed`` = (mean - random) / (ceiling - random): 0 at the random subset, 1 at the whole-set
+    ceiling (None without a ceiling, or when the ceiling is not above the random subset).
+    """
+    given = [r for r in (result, random, ceiling) if isinstance(r, EvaluationResult)]
+    for other in given[1:]:
+        if (other.protocol, other.model) != (given[0].protocol, given[0].model):
+            raise InvalidParameterError(
+                f"Scores compare results of one protocol and model; got {given[0].protocol}/{given[0].model} "
+                f"and {other.protocol}/{other.model}.")
+    mean, base = (r.mean if isinstance(r, EvaluationResult) else float(r) for r in (result, random))
+    top = ceiling.mean if isinstance(ceiling, EvaluationResult) else None if ceiling is None else float(ceiling)
+    gap_closed = None
+    if top is not None:
+        if top > base:
+            gap_closed = (mean - base) / (top - base)
+        else:
+            logger.warning("The ceiling (%.2f %%) is not above the random subset (%.2f %%); gap_closed is undefined.",
+                           top, base)
+    return {"gain": mean - base, "gap_closed": gap_closed, "random": base, "ceiling": top}
 
 
 def check_compatible(distilled: DistilledSet, dataset: ImageDataset) -> None:
@@ -125,9 +166,10 @@ def _train_and_test(
     normalizer: Normalizer,
     seed: int,
     device: torch.device,
+    model: str | None = None,
 ) -> float:
     net = build_model(
-        protocol.model,
+        model or protocol.model,
         in_channels=dataset.image_shape[0],
         num_classes=dataset.num_classes,
         image_size=tuple(dataset.image_shape[1:]),
@@ -138,17 +180,27 @@ def _train_and_test(
     return 100.0 * accuracy(net, dataset.test.images, dataset.test.labels, normalizer, device, compile=recipe.compile)
 
 
-def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False) -> tuple[Protocol, TrainRecipe]:
+def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False,
+             model: str | None = None) -> tuple[Protocol, TrainRecipe, str]:
+    """The protocol, its recipe (with ``epochs`` and ``compile`` applied) and the model name that will be trained."""
     spec = PROTOCOLS.get(protocol)
+    model = model or spec.model
+    MODELS.get(model)  # an unknown name fails before any training, listing the valid ones
     check_number("evaluate", "runs", runs, integer=True, low=1)
     recipe = spec.recipe.replace(compile=compile)
     if epochs is not None:
         check_number("evaluate", "epochs", epochs, integer=True, low=1)
         recipe = recipe.replace(epochs=epochs)
-    return spec, recipe
+    return spec, recipe, model
 
 
-def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progress: bool, train_and_test) -> EvaluationResult:
+def hard_labels(labels: torch.Tensor) -> torch.Tensor:
+    """One-hot rows of each row's most likely class (the first on a tie, as argmax)."""
+    return torch.nn.functional.one_hot(labels.argmax(1), labels.shape[1]).to(labels.dtype)
+
+
+def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progress: bool, train_and_test,
+              model: str = "convnet", labels: str = "hard") -> EvaluationResult:
     """Call ``train_and_test(seed)`` for seeds ``seed .. seed + runs - 1`` and collect the accuracies.
 
     Under torchrun the nets are independent, so rank r trains nets r, r + world, ...; every rank gets
@@ -157,13 +209,14 @@ def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progre
     group = current_group()
     mine = range(group.rank, runs, group.world_size)
     done = []
-    bar = tqdm(mine, desc=f"evaluate {label} ({protocol})", disable=None if progress and group.is_main else True, leave=False)
+    shown = progress and group.is_main
+    bar = tqdm(mine, desc=f"evaluate {label} ({protocol}, {model})", disable=None if shown else True, leave=False)
     for run in bar:
         start = time.perf_counter()
         acc = train_and_test(seed + run)
         done.append((run, acc, time.perf_counter() - start))
         logger.info("%s net %d/%d: %.2f%%", label, run + 1, runs, acc)
-    result = EvaluationResult(label=label, protocol=protocol, size=size)
+    result = EvaluationResult(label=label, protocol=protocol, size=size, model=model, labels=labels)
     for run, acc, seconds in sorted(item for part in group.all_gather_object(done) for item in part):
         result.accuracies.append(acc)
         result.seeds.append(seed + run)
@@ -181,23 +234,32 @@ def evaluate(
     epochs: int | None = None,
     progress: bool = True,
     compile: bool = False,
+    model: str | None = None,
+    labels: str = "soft",
 ) -> EvaluationResult:
     """Train ``runs`` fresh networks (seeds ``seed + i``) on ``distilled``; test on ``dataset.test``.
 
+    ``model`` is any registered model (default: the protocol's, ConvNet-3). ``labels="hard"`` trains on
+    the one-hot argmax of each label row instead of the stored (soft) rows: what the images alone carry.
     A multi-formation set (``distilled.formation`` > 1) trains on its decoded images; its size in the
     result is still the number of stored images, the budget it is compared under.
     """
-    spec, recipe = _resolve(protocol, runs, epochs, compile)
+    if labels not in LABEL_MODES:
+        raise InvalidParameterError(f"Unknown labels {labels!r}. Valid: {', '.join(LABEL_MODES)}.")
+    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model)
     check_compatible(distilled, dataset)
     torch_device = resolve_device(device)
     normalizer = Normalizer(distilled.mean, distilled.std, torch_device)
 
-    images, labels = distilled.training_set()  # decoded when the set uses multi-formation
+    images, targets = distilled.training_set()  # decoded when the set uses multi-formation
+    if labels == "hard":
+        targets = hard_labels(targets)
 
     def train_and_test(net_seed: int) -> float:
-        return _train_and_test(images, labels, dataset, spec, recipe, normalizer, net_seed, torch_device)
+        return _train_and_test(images, targets, dataset, spec, recipe, normalizer, net_seed, torch_device, model)
 
-    return _run_nets(distilled.method or "distilled", protocol, len(distilled), runs, seed, progress, train_and_test)
+    return _run_nets(distilled.method or "distilled", protocol, len(distilled), runs, seed, progress, train_and_test,
+                     model, labels)
 
 
 def _real_training_set(dataset: ImageDataset, device: str) -> tuple[torch.device, Normalizer, torch.Tensor]:
@@ -217,9 +279,13 @@ def evaluate_random_baseline(
     epochs: int | None = None,
     progress: bool = True,
     compile: bool = False,
+    model: str | None = None,
 ) -> EvaluationResult:
-    """The same protocol on class-balanced random real subsets of ``size`` images (a new subset per net)."""
-    spec, recipe = _resolve(protocol, runs, epochs, compile)
+    """The same protocol on class-balanced random real subsets of ``size`` images (a new subset per net).
+
+    ``model`` as in ``evaluate``; the subsets' labels are their one-hot classes (``labels`` "hard").
+    """
+    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model)
     counts = balanced_counts(size, dataset.num_classes)
     available = torch.bincount(dataset.train.labels, minlength=dataset.num_classes).tolist()
     if any(count > have for count, have in zip(counts, available)):
@@ -228,9 +294,10 @@ def evaluate_random_baseline(
 
     def train_and_test(net_seed: int) -> float:
         index = random_subset_indices(dataset.train.labels, counts, net_seed)
-        return _train_and_test(dataset.train.images[index], one_hot[index], dataset, spec, recipe, normalizer, net_seed, torch_device)
+        return _train_and_test(dataset.train.images[index], one_hot[index], dataset, spec, recipe, normalizer, net_seed,
+                               torch_device, model)
 
-    return _run_nets("random", protocol, size, runs, seed, progress, train_and_test)
+    return _run_nets("random", protocol, size, runs, seed, progress, train_and_test, model)
 
 
 def evaluate_whole_set(
@@ -242,12 +309,17 @@ def evaluate_whole_set(
     epochs: int | None = None,
     progress: bool = True,
     compile: bool = False,
+    model: str | None = None,
 ) -> EvaluationResult:
-    """The same protocol on the whole training set: the ceiling every table shows beside the methods."""
-    spec, recipe = _resolve(protocol, runs, epochs, compile)
+    """The same protocol on the whole training set: the ceiling every table shows beside the methods.
+
+    ``model`` as in ``evaluate``; the labels are one-hot (``labels`` "hard").
+    """
+    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model)
     torch_device, normalizer, one_hot = _real_training_set(dataset, device)
 
     def train_and_test(net_seed: int) -> float:
-        return _train_and_test(dataset.train.images, one_hot, dataset, spec, recipe, normalizer, net_seed, torch_device)
+        return _train_and_test(dataset.train.images, one_hot, dataset, spec, recipe, normalizer, net_seed, torch_device,
+                               model)
 
-    return _run_nets("whole set", protocol, len(dataset.train), runs, seed, progress, train_and_test)
+    return _run_nets("whole set", protocol, len(dataset.train), runs, seed, progress, train_and_test, model)
