@@ -1,6 +1,7 @@
 """Augmentation that fits the data: no horizontal flips where a flip changes the class (digits)."""
 
 import dataclasses
+import importlib
 import json
 
 import numpy as np
@@ -64,3 +65,22 @@ def test_cli_flip_option_is_applied_and_recorded(tmp_path, capsys, recipes):
     record = json.loads(capsys.readouterr().out)
     assert code == 0 and record["flip"] is True and record["config"]["data_flip"] is True
     assert [recipe.flip for recipe in recipes] == [True]
+
+
+@pytest.mark.parametrize("protocol", ["devs", "dsa"])
+def test_protocols_do_not_flip_digits(digits, monkeypatch, protocol):
+    evaluate_module = importlib.import_module("devs.evaluate")  # the package's `evaluate` attribute is the function
+    seen = []
+    original = evaluate_module.train_classifier
+    monkeypatch.setattr(evaluate_module, "train_classifier",
+                        lambda net, images, targets, recipe, *a, **k: seen.append(recipe) or original(
+                            net, images, targets, recipe, *a, **k))
+    small = dataclasses.replace(digits, test=dataclasses.replace(digits.test, images=digits.test.images[:20],
+                                                                  labels=digits.test.labels[:20]))
+    for data in (small, dataclasses.replace(small, flip=True)):
+        devs.evaluate_random_baseline(data, 10, protocol=protocol, runs=1, epochs=1, progress=False)
+    off, on = seen
+    assert not off.flip and "flip" not in (off.dsa or "")
+    assert (on.flip, "flip" in (on.dsa or "")) == ((True, False) if protocol == "devs" else (False, True))
+    if protocol == "dsa":
+        assert off.dsa == "color_crop_cutout_scale_rotate"

@@ -20,7 +20,7 @@ from tqdm.auto import tqdm
 
 from .data import ImageDataset
 from .distributed import current_group
-from .dsa import DEFAULT_STRATEGY
+from .dsa import DEFAULT_STRATEGY, parse_strategy
 from .errors import DevsError, InvalidParameterError
 from .io import DistilledSet
 from .methods.base import check_number
@@ -181,8 +181,9 @@ def _train_and_test(
 
 
 def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False,
-             model: str | None = None) -> tuple[Protocol, TrainRecipe, str]:
-    """The protocol, its recipe (with ``epochs`` and ``compile`` applied) and the model name that will be trained."""
+             model: str | None = None, flip: bool = True) -> tuple[Protocol, TrainRecipe, str]:
+    """The protocol, its recipe (with ``epochs`` and ``compile`` applied, and without horizontal flips where
+    ``flip`` is false: data whose class a flip changes, ImageDataset.flip) and the model name to train."""
     spec = PROTOCOLS.get(protocol)
     model = model or spec.model
     MODELS.get(model)  # an unknown name fails before any training, listing the valid ones
@@ -191,6 +192,9 @@ def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False
     if epochs is not None:
         check_number("evaluate", "epochs", epochs, integer=True, low=1)
         recipe = recipe.replace(epochs=epochs)
+    if not flip:
+        kept = [group for group in parse_strategy(recipe.dsa) if group != "flip"]
+        recipe = recipe.replace(flip=False, dsa="_".join(kept) or None)
     return spec, recipe, model
 
 
@@ -246,7 +250,7 @@ def evaluate(
     """
     if labels not in LABEL_MODES:
         raise InvalidParameterError(f"Unknown labels {labels!r}. Valid: {', '.join(LABEL_MODES)}.")
-    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model)
+    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip)
     check_compatible(distilled, dataset)
     torch_device = resolve_device(device)
     normalizer = Normalizer(distilled.mean, distilled.std, torch_device)
@@ -285,7 +289,7 @@ def evaluate_random_baseline(
 
     ``model`` as in ``evaluate``; the subsets' labels are their one-hot classes (``labels`` "hard").
     """
-    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model)
+    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip)
     counts = balanced_counts(size, dataset.num_classes)
     available = torch.bincount(dataset.train.labels, minlength=dataset.num_classes).tolist()
     if any(count > have for count, have in zip(counts, available)):
@@ -315,7 +319,7 @@ def evaluate_whole_set(
 
     ``model`` as in ``evaluate``; the labels are one-hot (``labels`` "hard").
     """
-    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model)
+    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip)
     torch_device, normalizer, one_hot = _real_training_set(dataset, device)
 
     def train_and_test(net_seed: int) -> float:
