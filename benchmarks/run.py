@@ -726,6 +726,34 @@ def exp_speed(run: Run) -> None:
                           when_text=f"if {OLD_DM_SRC} exists (git worktree add runs/old-dm fa7dc26)" if env else ""))
 
 
+def exp_cross_arch(run: Run) -> None:
+    """CIFAR-10 at 10 per class by DEvS, devs+, DC and DM (the balanced recipe; DC on a time budget) judged by
+    ConvNet-3, AlexNet, VGG-11 and ResNet-18 with soft and hard labels, random real subsets beside (issue #24).
+    Each set is distilled once (a rerun skips files that exist); each model's cells go to their own JSONL and a
+    rerun skips the recorded ones, so the table fills in over several sessions."""
+    ipc = str(run.pick(10, 10, smoke=1))
+    methods = {"devs": [], "devs+": [], "dm": [], "dc": ["--time-budget", str(run.pick(600, 120, smoke=5))]}
+    tiny = {"devs": ["--epochs", "1"], "devs+": ["--epochs", "1", "--param", "finetune_iterations=2"],
+            "dm": ["--param", "iterations=2"], "dc": ["--param", "iterations=2"]}
+    files = {name: run.work / f"{name}-ipc{ipc}.safetensors" for name in methods}
+    distill = [Step(f"distill-{name}", [PY, "-m", "devs", "distill", *run.data("cifar10"), "--ipc", ipc, "--method",
+                                        name, *extra, *(tiny[name] if run.smoke else []), "--device", run.device,
+                                        "--out", run.rel(files[name]), "--no-evaluate", "-q"],
+                    what=f"{name} at {ipc} per class, the balanced recipe", extras=False, group="distill",
+                    done=files[name].exists, done_text="file exists")
+               for name, extra in methods.items()]
+    run.parallel(*[[step] for step in distill])
+    models = run.pick(["convnet", "alexnet", "vgg11", "resnet18"], ["convnet", "alexnet", "vgg11", "resnet18"],
+                      smoke=["convnet", "mlp"])
+    judge = [[Step(f"judge-{model}", [PY, "benchmarks/cross_arch.py", *map(run.rel, files.values()),
+                                      *run.data("cifar10"), "--models", model, "--labels", "soft,hard", "--protocol",
+                                      "dc", "--runs", "3", "--device", run.device, "--results",
+                                      run.rel(run.file(model)), "-q"] + (["--eval-epochs", "2"] if run.smoke else []),
+                   what=f"every set on {model}, soft and hard labels, random subsets beside", group="judge")]
+             for model in models]
+    run.parallel(*judge)
+
+
 def exp_evaluation(run: Run) -> None:
     results = run.file()
     smoke = ["--nets", "1", "--variants", "devs evaluate"] if run.smoke else []
@@ -788,6 +816,9 @@ EXPERIMENTS = {e.name: e for e in [
                "devs+ (issue #7)", exp_same_budget, data=("cifar10",)),
     Experiment("speed", "training throughput (throughput.py) and seconds per DM iteration (dm_speed.py; on a GPU "
                "against the per-class loop of gpu_plus50.sh step 0)", "Speed (issue #8)", exp_speed),
+    Experiment("cross-arch", "CIFAR-10 at 10 per class by DEvS, devs+, DC and DM judged by ConvNet-3, AlexNet, "
+               "VGG-11 and ResNet-18, soft and hard labels (cross_arch.py)", "Across architectures", exp_cross_arch,
+               data=("cifar10",)),
     Experiment("evaluation", "evaluating a 10-image set: plain runs against devs evaluate (evaluation.py; times the "
                "CPU)", "Speed (issue #8)", exp_evaluation, data=("cifar10",), devices=("cpu",)),
     Experiment("clustering", "k-means backends: time and inertia on synthetic and on real DEvS features "
