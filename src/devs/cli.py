@@ -23,6 +23,7 @@ from .errors import DevsError
 from .evaluate import LABEL_MODES, PROTOCOLS, compute_scores, evaluate, evaluate_random_baseline, list_protocols
 from .io import load_distilled
 from .methods import METHODS, get_method, list_methods
+from .methods.base import zca_methods
 from .recipes import DEFAULT_RECIPE, RECIPES, parse_duration, resolve_recipe
 from .reporting import save_grid
 from .runtime import (
@@ -34,6 +35,7 @@ from .runtime import (
     peak_memory_mib,
     resolve_device,
 )
+from .zca import DEFAULT_REGULARIZATION as ZCA_REGULARIZATION
 
 logger = logging.getLogger("devs")
 
@@ -167,6 +169,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--clustering", choices=("per-class", "global"), default=None,
                          help="DEvS: cluster all images together (devs's default: soft labels) or each class "
                          "separately (exact images per class; devs+'s default)")
+    distill.add_argument("--zca", type=float, nargs="?", const=ZCA_REGULARIZATION, default=None, metavar="R",
+                         help="distill on ZCA-whitened images (MTT's preprocessing), fitted on the training split with "
+                         f"regularization R (default R: {ZCA_REGULARIZATION}); the file records the transform. "
+                         f"Methods: {', '.join(zca_methods())}")
     distill.add_argument("--param", type=_param, action="append", default=[], metavar="NAME=VALUE",
                          help="any parameter of the method, e.g. --param time_budget_s=60 --param iterations=500 "
                          "(see the method's docstring; repeatable)")
@@ -279,6 +285,8 @@ def _method_params(args: argparse.Namespace) -> dict[str, Any]:
         raise UsageError(f"--resume does not apply to --method {args.method}")
     runtime = {"device": args.device, "resume": args.resume, "progress": not args.quiet, "compile": args.compile}
     params.update({key: value for key, value in runtime.items() if key in accepted})
+    if getattr(args, "zca", None) is not None:
+        params["zca"] = args.zca  # a method without the parameter refuses it in get_method, naming those with it
     params.update(dict(args.param))  # get_method rejects names the method does not have
     return params
 

@@ -132,6 +132,8 @@ def _labels_document(distilled: DistilledSet, folders: list[str], files: list[st
         "created": distilled.created,
         # >1: each PNG holds formation x formation training images (devs.formation); train on the decoded ones
         "formation": distilled.formation,
+        # Only for a set distilled with ZCA whitening: its description (devs.zca), to evaluate with
+        **({"zca": distilled.zca} if distilled.zca is not None else {}),
         "images": [{"file": file, "label": row} for file, row in zip(files, labels)],
     }
 
@@ -380,6 +382,7 @@ def import_distilled(directory: str | Path) -> DistilledSet:
             devs_version=document["devs_version"],
             created=document["created"],
             formation=document.get("formation", 1),  # exports from before multi-formation: 1
+            zca=document.get("zca"),  # exports without ZCA: None
         )
     except DistilledFileError as error:  # devs.io's validation: label sums, NaN, channel counts, ...
         raise DistilledFileError(f"{path}: {error}") from None

@@ -2,7 +2,9 @@
 
 Tensors: ``images`` float32 [N, C, H, W] in pixel units (not normalized) and ``labels`` float32 [N, K],
 each row a probability distribution. ``__metadata__`` holds strings only (see README "File format").
-Loading parses no code: safetensors is a JSON header plus raw bytes.
+Loading parses no code: safetensors is a JSON header plus raw bytes. A set distilled with ZCA whitening
+(devs.zca) records the transform's description as the optional ``zca`` metadata string (JSON); the images
+stay in pixel units, and whoever trains on them whitens them with that transform.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from safetensors.torch import save_file
 from .errors import DistilledFileError, InvalidParameterError
 from .formation import check_factor, decode, decode_labels
 from .runtime import atomic_path, check_writable
+from .zca import _validate as validate_zca
 
 FORMAT = "devs.distilled.v1"
 LABEL_SUM_TOLERANCE = 1e-3
@@ -60,6 +63,8 @@ class DistilledSet:
     created: str = field(default_factory=lambda: _creation_time())
     # Multi-formation factor (devs.formation): each stored image holds formation**2 training images.
     formation: int = 1
+    # ZCA.describe() of the whitening the set was distilled under (rule devs.zca.v1), or None: none.
+    zca: dict[str, Any] | None = None
 
     def __post_init__(self) -> None:
         self.classes = tuple(str(name) for name in self.classes)
@@ -70,6 +75,8 @@ class DistilledSet:
             check_factor(self.formation, tuple(self.images.shape[2:]))
         except InvalidParameterError as error:
             raise DistilledFileError(str(error)) from None
+        if self.zca is not None:
+            self.zca = _checked_zca(self.zca)
 
     def training_set(self) -> tuple[torch.Tensor, torch.Tensor]:
         """(images, label rows) to train on: the stored ones, decoded when ``formation`` > 1."""
@@ -108,6 +115,8 @@ class DistilledSet:
             "devs_version": self.devs_version,
             "created": self.created,
             "formation": str(self.formation),
+            # Only with ZCA: files without it keep exactly the metadata (and bytes) they had before.
+            **({"zca": json.dumps(self.zca, sort_keys=True)} if self.zca is not None else {}),
         }
 
     def save(self, path: str | Path) -> Path:
@@ -170,6 +179,18 @@ def validate(images: torch.Tensor, labels: torch.Tensor, classes, mean, std) -> 
         raise DistilledFileError(f"Label rows must sum to 1 (worst row is off by {worst:.3g}); normalize them first.")
 
 
+def _checked_zca(description: Any) -> dict[str, Any]:
+    """A JSON copy of a ZCA description, checked by devs.zca (rule devs.zca.v1, fields, its own fingerprint)."""
+    if not isinstance(description, dict):
+        raise DistilledFileError(f"'zca' must be a ZCA description (a JSON object); got {type(description).__name__}.")
+    try:
+        copy = json.loads(json.dumps(description))
+    except (TypeError, ValueError) as error:
+        raise DistilledFileError(f"'zca' is not JSON-able ({error}).") from None
+    validate_zca(copy)
+    return copy
+
+
 def _parse_json(metadata: dict[str, str], key: str, path: Path):
     try:
         return json.loads(metadata[key])
@@ -202,6 +223,10 @@ def load_distilled(path: str | Path) -> DistilledSet:
     seed = metadata.get("seed") or None
     size = metadata.get("source_train_size") or None
     formation = metadata.get("formation") or "1"  # files from before multi-formation: 1
+    zca = _parse_json(metadata, "zca", path) if "zca" in metadata else None  # files without ZCA: None
+    if "zca" in metadata and not isinstance(zca, dict):
+        raise DistilledFileError(f"{path}: metadata field 'zca' must be a JSON object (a ZCA description); "
+                                 f"got {type(zca).__name__}.")
     try:
         return DistilledSet(
             images=tensors["images"].float(),
@@ -217,6 +242,7 @@ def load_distilled(path: str | Path) -> DistilledSet:
             devs_version=metadata.get("devs_version", ""),
             created=metadata.get("created", ""),
             formation=int(formation),
+            zca=zca,
         )
     except DistilledFileError as error:
         raise DistilledFileError(f"{path}: {error}") from None

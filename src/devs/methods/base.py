@@ -7,6 +7,7 @@ contract): ``__init__`` only stores parameters, ``fit`` validates them and does 
 from __future__ import annotations
 
 import inspect
+import math
 import numbers
 from dataclasses import dataclass
 from typing import Any, Callable
@@ -18,6 +19,8 @@ from ..data import ImageDataset, ImageSplit
 from ..errors import DatasetError, InvalidParameterError
 from ..io import DistilledSet
 from ..registry import Registry
+from ..train import Normalizer
+from ..zca import ZCA
 
 METHODS: Registry[Callable[..., "DistillationMethod"]] = Registry("method")
 register_method = METHODS.register
@@ -33,10 +36,16 @@ def get_method(name: str, **params) -> "DistillationMethod":
     valid = cls.param_names()
     unknown = sorted(set(params) - set(valid))
     if unknown:
-        raise InvalidParameterError(
-            f"Method {name!r} has no parameter(s) {', '.join(unknown)}. Valid: {', '.join(valid)}."
-        )
+        message = f"Method {name!r} has no parameter(s) {', '.join(unknown)}. Valid: {', '.join(valid)}."
+        if "zca" in unknown:
+            message += f" ZCA whitening (zca) is supported by: {', '.join(zca_methods())}."
+        raise InvalidParameterError(message)
     return cls(**params)
+
+
+def zca_methods() -> list[str]:
+    """The registered methods that take a ``zca`` parameter (ZCA whitening of what their nets see)."""
+    return [name for name in METHODS.names() if "zca" in METHODS.get(name).param_names()]
 
 
 @dataclass(frozen=True)
@@ -142,6 +151,37 @@ def check_ipc(owner: str, ipc: Any, data: TrainingData) -> None:
         )
 
 
+def check_zca(owner: str, value: Any) -> None:
+    """``zca``: None (off) or the ZCA regularization, a finite number > 0 (MTT's is 0.1)."""
+    ok = value is None or (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+                           and value > 0)
+    if not ok:
+        raise InvalidParameterError(
+            f"The 'zca' parameter of {owner} must be None (no whitening) or the ZCA regularization, a number in the "
+            f"range (0, inf) such as 0.1 (MTT's). Got {value!r} instead."
+        )
+
+
+class Whitening:
+    """ZCA whitening on ``device``, used where a ``train.Normalizer`` would be (same call: pixels in, net inputs out)."""
+
+    def __init__(self, zca: ZCA, device: torch.device) -> None:
+        self.zca, self.device = zca, device
+
+    def __call__(self, images: torch.Tensor) -> torch.Tensor:
+        return self.zca(images.to(self.device, torch.float32))
+
+
+InputTransform = Normalizer | Whitening
+
+
+def to_pixels(transform: InputTransform, images: torch.Tensor) -> torch.Tensor:
+    """The inverse of ``transform``: net inputs back to pixel units (unclipped)."""
+    if isinstance(transform, Whitening):
+        return transform.zca.unwhiten(images, check_finite=False)
+    return images * transform.std + transform.mean
+
+
 class DistillationMethod:
     """Base class: stores keyword parameters; subclasses implement ``fit``."""
 
@@ -164,8 +204,27 @@ class DistillationMethod:
     def fit(self, data: Any) -> "DistillationMethod":  # pragma: no cover - interface
         raise NotImplementedError
 
+    def _settings(self, exclude: Any = ()) -> dict[str, Any]:
+        """``get_params()`` less ``exclude``, and less ``zca`` when it is off: files and checkpoint keys of runs
+        without ZCA stay what they were before the parameter existed."""
+        return {k: v for k, v in self.get_params().items() if k not in exclude and not (k == "zca" and v is None)}
+
+    def _input_transform(self, data: TrainingData, device: torch.device, fitted: ZCA | None = None) -> InputTransform:
+        """What the nets see: per-channel normalization, or with ``zca`` set the ZCA whitening fitted on ``data``
+        (``fitted``: one already fitted there, passed through). Sets ``zca_`` (the ZCA or None), which the
+        result records (``DistilledSet.zca``)."""
+        regularization = getattr(self, "zca", None)
+        if regularization is None:
+            self.zca_ = None
+            return Normalizer(data.mean, data.std, device)
+        if fitted is None or fitted.regularization != float(regularization) or fitted.normalize:
+            fitted = ZCA.fit(data.images, regularization=regularization, dataset=data.name)
+        self.zca_ = fitted
+        return Whitening(fitted, device)
+
     def _result(self, data: TrainingData, images: torch.Tensor, labels: torch.Tensor, seed: int,
                 formation: int = 1) -> DistilledSet:
+        zca = getattr(self, "zca_", None)
         return DistilledSet(
             images=images,
             labels=labels,
@@ -174,11 +233,11 @@ class DistillationMethod:
             std=data.std,
             dataset=data.name,
             method=self.name,
-            config={**_jsonable({k: v for k, v in self.get_params().items() if k not in self.runtime_params}),
-                    "data_flip": data.flip},
+            config={**_jsonable(self._settings(exclude=self.runtime_params)), "data_flip": data.flip},
             seed=seed,
             source_train_size=len(data.images),
             formation=formation,
+            zca=zca.describe() if zca is not None else None,
         )
 
 

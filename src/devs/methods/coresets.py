@@ -14,8 +14,17 @@ from safetensors.torch import load_file, save_file
 
 from ..errors import InvalidParameterError
 from ..runtime import atomic_path, make_generator, resolve_device
-from ..train import Normalizer, extract_features
-from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
+from ..train import extract_features
+from .base import (
+    DistillationMethod,
+    InputTransform,
+    TrainingData,
+    as_training_data,
+    check_ipc,
+    check_number,
+    check_zca,
+    register_method,
+)
 from .extractor import ExtractorSpec, checkpoint_file, epochs_for_steps, fingerprint, trained_extractor
 
 
@@ -93,6 +102,9 @@ class _TrainedNetCoreset(DistillationMethod):
     """Shared machinery of the coresets that need a trained ConvNet: validation, the net, selection per class.
 
     Subclasses give ``_scores_per_class`` (or ``_order``): which real images of one class to keep.
+    ``zca``: None (per-channel normalization) or the regularization of a ZCA whitening (devs.zca) fitted on
+    the training images, which the net then trains (and embeds) on; the chosen images stay real pixels, and
+    the file records the transform to evaluate with.
     """
 
     runtime_params = ("device", "checkpoint_dir", "resume", "progress", "compile")
@@ -104,6 +116,7 @@ class _TrainedNetCoreset(DistillationMethod):
         *,
         epochs: int | None = None,
         steps: int | None = None,
+        zca: float | None = None,
         device: str = "auto",
         random_state: int = 0,
         checkpoint_dir: str | Path | None = None,
@@ -114,6 +127,7 @@ class _TrainedNetCoreset(DistillationMethod):
         self.ipc = ipc
         self.epochs = epochs
         self.steps = steps
+        self.zca = zca
         self.device = device
         self.random_state = random_state
         self.checkpoint_dir = checkpoint_dir
@@ -121,7 +135,7 @@ class _TrainedNetCoreset(DistillationMethod):
         self.progress = progress
         self.compile = compile
 
-    def _prepare(self, data: Any) -> tuple[TrainingData, int, torch.device, Normalizer]:
+    def _prepare(self, data: Any) -> tuple[TrainingData, int, torch.device, InputTransform]:
         owner = type(self).__name__
         data = as_training_data(data)
         check_ipc(owner, self.ipc, data)
@@ -132,14 +146,15 @@ class _TrainedNetCoreset(DistillationMethod):
             check_number(owner, "epochs", self.epochs, integer=True, low=1)
         if self.resume and self.checkpoint_dir is None:
             raise InvalidParameterError("resume=True needs a checkpoint_dir to resume from.")
+        check_zca(owner, self.zca)
         epochs = self.epochs or epochs_for_steps(len(data.labels), self.steps or self.default_steps, ExtractorSpec.batch_size)
         device = resolve_device(self.device)
-        return data, epochs, device, Normalizer(data.mean, data.std, device)
+        return data, epochs, device, self._input_transform(data, device)
 
     def _extractor_path(self, data: TrainingData, spec: ExtractorSpec, epochs: int, prefix: str) -> Path | None:
         if self.checkpoint_dir is None:
             return None
-        key = spec.key(fingerprint(data.images, data.labels, data.classes), epochs, self.random_state)
+        key = spec.key(fingerprint(data.images, data.labels, data.classes), epochs, self.random_state, zca=self.zca)
         return checkpoint_file(self.checkpoint_dir, f"{prefix}-{key}.safetensors")
 
     def _select(self, data: TrainingData, order_of_class) -> None:

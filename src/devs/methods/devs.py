@@ -24,8 +24,17 @@ from ..io import DistilledSet, load_distilled
 from ..distributed import Group, current_group
 from ..runtime import peak_memory_mib, resolve_device
 from ..store import ArrayStore
-from ..train import Normalizer, extract_features
-from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
+from ..train import extract_features
+from .base import (
+    DistillationMethod,
+    InputTransform,
+    TrainingData,
+    as_training_data,
+    check_ipc,
+    check_number,
+    check_zca,
+    register_method,
+)
 from .extractor import (
     ExtractorSpec,
     checkpoint_file,
@@ -101,6 +110,10 @@ class DEvS(DistillationMethod):
         paper's "truncated" net) or ``"bottleneck"`` (the bottleneck layer's ReLU output; needs ``bottleneck``).
     max_shift, flip, mixup_alpha, lr, batch_size: the training recipe (paper: 5 px, flip, 0.4); ``flip=None``
         (the default) flips where the data allows it (not digits: ``ImageDataset.flip``).
+    zca: ``None`` (the default: per-channel normalization) or the regularization of a ZCA whitening
+        (devs.zca, MTT's 0.1) fitted once on the training images: the extractors train and embed on
+        whitened images. The images are still averaged (and stored) in pixel units, which commutes with
+        the whitening; the file records the transform (``DistilledSet.zca``) to evaluate with.
     kmeans, kmeans_batch_size, kmeans_max_iter, kmeans_tol: k-means; ``"torch"`` (the default) runs
         k-means++ and full-batch Lloyd iterations on ``device``; ``"sklearn"`` is the paper's mini-batch
         k-means (batch 1028, at most 200 iterations, tolerance 1e-4); ``"faiss"`` needs faiss installed.
@@ -139,6 +152,7 @@ class DEvS(DistillationMethod):
         mixup_alpha: float = 0.4,
         lr: float = 0.01,
         batch_size: int = 256,
+        zca: float | None = None,
         kmeans: str = "torch",
         kmeans_batch_size: int = 1028,
         kmeans_max_iter: int = 200,
@@ -170,6 +184,7 @@ class DEvS(DistillationMethod):
         self.mixup_alpha = mixup_alpha
         self.lr = lr
         self.batch_size = batch_size
+        self.zca = zca
         self.kmeans = kmeans
         self.kmeans_batch_size = kmeans_batch_size
         self.kmeans_max_iter = kmeans_max_iter
@@ -242,6 +257,7 @@ class DEvS(DistillationMethod):
         check_number("DEvS", "mixup_alpha", self.mixup_alpha, integer=False, low=0.0)
         check_number("DEvS", "max_shift", self.max_shift, integer=True, low=0)
         check_number("DEvS", "batch_size", self.batch_size, integer=True, low=1)
+        check_zca(type(self).__name__, self.zca)
         if self.resume and self.checkpoint_dir is None:
             raise InvalidParameterError("resume=True needs a checkpoint_dir to resume from.")
 
@@ -255,7 +271,7 @@ class DEvS(DistillationMethod):
         epochs = self._resolve_epochs(data, schedule)
         device = resolve_device(self.device)
         group = current_group()  # several processes under torchrun; one otherwise
-        normalizer = Normalizer(data.mean, data.std, device)
+        normalizer = self._input_transform(data, device)  # per-channel units, or ZCA-whitened (zca)
         input_key = fingerprint(data.images, data.labels, data.classes)  # identifies the current stage's input
         images, targets = data.images, data.one_hot()
         self.stages_: list[dict[str, Any]] = []
@@ -332,7 +348,7 @@ class DEvS(DistillationMethod):
         stage_ipc: int,
         epochs: int,
         seed: int,
-        normalizer: Normalizer,
+        normalizer: InputTransform,
         device: torch.device,
         extractor_path: Path | None,
         group: Group,
@@ -411,7 +427,7 @@ class DEvS(DistillationMethod):
     # ----------------------------------------------------------------------------- checkpoints
     def _stage_key(self, input_key: str, ipc: int, epochs: int, seed: int) -> str:
         """Everything that determines a stage's output: its input set, the settings, its size and seed."""
-        params = {k: v for k, v in self.get_params().items() if k not in _NOT_IN_KEY | set(self.after_stages_params)}
+        params = self._settings(exclude=_NOT_IN_KEY | set(self.after_stages_params))
         params.update(stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)
         return content_hash({"input": input_key, "params": params})
 
@@ -426,7 +442,7 @@ class DEvS(DistillationMethod):
         # The extractor's key leaves out the target sizes, so runs at several ipc values sharing one
         # checkpoint_dir (with resume) train the first-stage extractor once. A warm-started later stage's
         # input key already differs (warm_start is in the stage keys), which keeps the two apart.
-        key = self._spec().key(input_key, epochs, seed)
+        key = self._spec().key(input_key, epochs, seed, zca=self.zca)
         return self._checkpoint_path(f"extractor{stage + 1}-{key}.safetensors")
 
     def first_extractor(self, data: Any) -> torch.nn.Module:
@@ -445,7 +461,7 @@ class DEvS(DistillationMethod):
         device = resolve_device(self.device)
         path = self._extractor_path(fingerprint(data.images, data.labels, data.classes), 0, epochs, self.random_state)
         net = trained_extractor(self._spec(), data.images, data.one_hot(), epochs, self.random_state,
-                                Normalizer(data.mean, data.std, device), device, path=path, reuse=True,
-                                compile=self.compile)
+                                self._input_transform(data, device, fitted=getattr(self, "zca_", None)), device,
+                                path=path, reuse=True, compile=self.compile)
         self.extractors_[0] = net
         return net.eval()

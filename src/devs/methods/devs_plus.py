@@ -42,7 +42,7 @@ from ..formation import check_factor, downsample, encode, pack_labels
 from ..io import DistilledSet
 from .base import as_training_data, check_number, register_method
 from .devs import DEvS, StageContext
-from .matching import DistributionMatching
+from .matching import ZCA_FORMATION, DistributionMatching
 
 PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "formation",
                "trained_embedding", "trained_ce", "time_budget_s")
@@ -66,6 +66,8 @@ class DEvSPlus(DEvS):
     trained_ce: weight (>= 0) of that extractor's cross-entropy on the synthetic images on those iterations.
     time_budget_s: stop the DM step after the iteration in which ``fit`` as a whole has spent this many
         seconds (the DEvS stages before it cannot be cut short; it runs at least one DM iteration).
+    zca (a DEvS parameter): the DM step matches in the same ZCA-whitened space, with DEvS's fitted transform
+        (not combined with ``formation`` > 1 there: the whitening does not commute with the tiles' downsampling).
 
     After ``fit``, ``assignments_[-1]`` maps inputs to the last stage's images, which with formation f are
     the tiles: tile t lies in stored image t // f**2.
@@ -115,6 +117,8 @@ class DEvSPlus(DEvS):
             raise InvalidParameterError("finetune_iterations needs clustering='per-class' (DM keeps ipc images per class).")
         if self.formation != 1 and self.clustering != "per-class":
             raise InvalidParameterError("formation > 1 needs clustering='per-class' (one class per stored image).")
+        if self.zca is not None and self.formation != 1 and self.finetune_iterations:
+            raise InvalidParameterError(ZCA_FORMATION.format(owner="devs+ (its DM step, finetune_iterations > 0)"))
 
     def _final_stage_ipc(self) -> int:
         return self.ipc * self.formation**2
@@ -171,7 +175,7 @@ class DEvSPlus(DEvS):
             ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
             progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
-            time_budget_s=time_budget_s,
+            time_budget_s=time_budget_s, zca=self.zca, fitted_zca=self.zca_,
         ).fit(data)
         self.distilled_ = _with(start, images=dm.distilled_.images)
         self.distilled_.config["finetune_iterations_done"] = dm.iterations_done_
@@ -198,12 +202,15 @@ class _DistributionMatchingFrom(DistributionMatching):
     ``trained_embedding`` share of the iterations, adding ``trained_ce`` x its cross-entropy on them.
 
     The trained net is not in the progress checkpoint's key; the start images, which DEvS made with it, are.
+    ``fitted_zca``: DEvS's fitted ZCA (with ``zca`` set), used as it is instead of fitting it again.
     """
 
     def __init__(self, start_images: torch.Tensor, trained_net: nn.Module | None = None,
-                 trained_embedding: float = 0.0, trained_ce: float = 0.0, **params: Any) -> None:
+                 trained_embedding: float = 0.0, trained_ce: float = 0.0, fitted_zca: Any = None,
+                 **params: Any) -> None:
         super().__init__(**params)
         self.start_images = start_images
+        self.fitted_zca = fitted_zca
         self.trained_embedding = trained_embedding
         self.trained_ce = trained_ce
         self._trained = copy.deepcopy(trained_net).eval() if trained_net is not None else None

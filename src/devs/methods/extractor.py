@@ -60,8 +60,11 @@ class ExtractorSpec:
                            image_size=tuple(images.shape[2:]), width=self.width, depth=self.depth, norm=self.norm,
                            dropout=self.dropout, bottleneck=self.bottleneck, seed=seed)
 
-    def key(self, input_key: str, epochs: int, seed: int) -> str:
-        return content_hash({"input": input_key, "params": asdict(self), "epochs": epochs, "seed": seed})
+    def key(self, input_key: str, epochs: int, seed: int, zca: float | None = None) -> str:
+        """The trained net's checkpoint key; ``zca``: the ZCA regularization its inputs were whitened with
+        (None, per-channel normalization, leaves the key as it was before ZCA existed)."""
+        payload = {"input": input_key, "params": asdict(self), "epochs": epochs, "seed": seed}
+        return content_hash(payload if zca is None else {**payload, "zca": float(zca)})
 
 
 def epochs_for_steps(size: int, steps: int, batch_size: int) -> int:
@@ -102,7 +105,7 @@ def trained_extractor(
     targets: torch.Tensor,
     epochs: int,
     seed: int,
-    normalizer: Normalizer,
+    normalizer: Normalizer | Callable[[torch.Tensor], torch.Tensor],
     device: torch.device,
     path: Path | None = None,
     reuse: bool = False,

@@ -11,7 +11,8 @@ real images of that class, against a freshly initialised ConvNet-3 (instance nor
   the mean trunk embedding of a real batch and of the synthetic images (squared Euclidean distance),
   both augmented with the same differentiable Siamese augmentation (devs.dsa).
 
-As in the official code, the images are optimised in normalised units (the source set's mean/std);
+As in the official code, the images are optimised in normalised units (the source set's mean/std), or
+with ``zca`` in ZCA-whitened units (devs.zca; MTT's ``--zca`` preprocessing, real batches whitened alike);
 the result holds them converted back to pixel units, unclipped (they may leave [0, 1], which the
 devs.distilled.v1 format allows). Labels are one-hot rows, ``ipc`` images per class, class-major.
 """
@@ -37,8 +38,18 @@ from ..formation import check_factor, decode, downsample, encode
 from ..models import build_model
 from ..runtime import make_generator, resolve_device
 from ..store import ArrayStore
-from ..train import Normalizer, mean_features
-from .base import DistillationMethod, TrainingData, as_training_data, check_ipc, check_number, register_method
+from ..train import mean_features
+from .base import (
+    DistillationMethod,
+    InputTransform,
+    TrainingData,
+    as_training_data,
+    check_ipc,
+    check_number,
+    check_zca,
+    register_method,
+    to_pixels,
+)
 from .extractor import checkpoint_file, content_hash, fingerprint
 from .progress import MatchingProgress, load_progress, save_progress
 
@@ -49,6 +60,8 @@ DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 5
 IMAGE_MOMENTUM = 0.5  # SGD momentum on the images, both papers' code
 NET_MOMENTUM = 0.5  # SGD momentum of DC's inner-loop network training, official main.py
 SAVE_EVERY_S = 60.0  # seconds between two progress checkpoints (a save takes milliseconds)
+ZCA_FORMATION = ("{owner} cannot combine zca with formation > 1: ZCA whitening mixes every pixel with every other, "
+                 "so it does not commute with the downsampling that packs the tiles; use zca or formation, not both.")
 
 
 def dc_loops(ipc: int) -> tuple[int, int]:
@@ -83,7 +96,7 @@ class ClassSampler:
     """Random real images of one class (the official ``get_images``), drawn from a local generator."""
 
     def __init__(self, images: torch.Tensor | ArrayStore, labels: torch.Tensor, num_classes: int,
-                 generator: torch.Generator, normalizer: Normalizer):
+                 generator: torch.Generator, normalizer: InputTransform):
         # A tensor is normalised once and kept on the device; a store is read (and normalised) per draw.
         self.images = images if isinstance(images, ArrayStore) else normalizer(images)
         self.normalizer = normalizer
@@ -141,6 +154,7 @@ class _PixelMatching(DistillationMethod):
     width: int
     depth: int
     time_budget_s: float | None
+    zca: float | None
     device: str
     random_state: int
     progress: bool
@@ -160,6 +174,9 @@ class _PixelMatching(DistillationMethod):
             check_number(owner, "time_budget_s", self.time_budget_s, integer=False, low=0.0)
         if self.resume and self.checkpoint_dir is None:
             raise InvalidParameterError(f"resume=True needs a checkpoint_dir to resume from ({owner}).")
+        check_zca(owner, self.zca)
+        if self.zca is not None and self.formation != 1:
+            raise InvalidParameterError(ZCA_FORMATION.format(owner=owner))
 
     def _resolved(self) -> dict[str, Any]:
         """Settings derived from the parameters, recorded in the file's config."""
@@ -173,7 +190,8 @@ class _PixelMatching(DistillationMethod):
         data = as_training_data(data)
         check_ipc(type(self).__name__, self.ipc, data)
         device = resolve_device(self.device)
-        normalizer = Normalizer(data.mean, data.std, device)
+        # Per-channel units, or ZCA-whitened (zca); devs+'s DM step passes DEvS's fitted ZCA (fitted_zca).
+        normalizer = self._input_transform(data, device, fitted=getattr(self, "fitted_zca", None))
         state = self._initial_state(data, normalizer, device)
         optimizer = torch.optim.SGD([state.images], lr=self.lr_img, momentum=IMAGE_MOMENTUM)
         checkpoint, losses = self._resume(self._checkpoint(data, state), state, optimizer)
@@ -197,7 +215,7 @@ class _PixelMatching(DistillationMethod):
         self.loss_history_: list[float] = torch.stack(losses).cpu().tolist()
         self.iterations_done_ = len(losses)
         self.elapsed_s_ = time.perf_counter() - start
-        pixels = state.images.detach() * normalizer.std + normalizer.mean
+        pixels = to_pixels(normalizer, state.images.detach())
         labels = F.one_hot(state.labels, data.num_classes).float()
         self.distilled_ = self._result(data, pixels.cpu(), labels.cpu(), self.random_state, formation=self.formation)
         self.distilled_.config.update(self._resolved(), iterations_done=self.iterations_done_)
@@ -213,7 +231,7 @@ class _PixelMatching(DistillationMethod):
         if self.checkpoint_dir is None:
             return None
         left_out = {*self.runtime_params, "iterations", "time_budget_s"}
-        params = {k: v for k, v in self.get_params().items() if k not in left_out}
+        params = self._settings(exclude=left_out)
         start = fingerprint(state.images.detach().cpu(), state.labels.cpu(), data.classes)
         key = content_hash({"method": self.name, "params": params, "start": start,
                             "data": fingerprint(data.images, data.labels, data.classes)})
@@ -252,7 +270,7 @@ class _PixelMatching(DistillationMethod):
         stacked = torch.stack(losses) if losses else torch.zeros(0)
         save_progress(path, key, MatchingProgress(state.images, momentum, state.generator.get_state(), stacked))
 
-    def _initial_state(self, data: TrainingData, normalizer: Normalizer, device: torch.device) -> MatchingState:
+    def _initial_state(self, data: TrainingData, normalizer: InputTransform, device: torch.device) -> MatchingState:
         """Synthetic images initialised from distinct random real images of each class (init='real').
 
         With multi-formation, each stored image starts as ``formation**2`` real images at reduced size.
@@ -300,6 +318,9 @@ class GradientMatching(_PixelMatching):
     batch_real: real images per class per matching (paper: 256); batch_train: inner-loop batch (256).
     width, depth: the ConvNet (ConvNet-3, 128 filters, as in the paper).
     time_budget_s: stop after the iteration in which this many seconds (since ``fit`` began) are spent.
+    zca: ``None`` (the default: per-channel normalization, as the paper) or the regularization of a ZCA
+        whitening (devs.zca, MTT's 0.1) fitted on the training images: the pixels are learned in whitened
+        units instead, and stored unwhitened (pixel units); the file records the transform to evaluate with.
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
     checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
@@ -326,6 +347,7 @@ class GradientMatching(_PixelMatching):
         width: int = 128,
         depth: int = 3,
         time_budget_s: float | None = None,
+        zca: float | None = None,
         device: str = "auto",
         random_state: int = 0,
         progress: bool = True,
@@ -343,6 +365,7 @@ class GradientMatching(_PixelMatching):
         self.width = width
         self.depth = depth
         self.time_budget_s = time_budget_s
+        self.zca = zca
         self.device = device
         self.random_state = random_state
         self.progress = progress
@@ -426,6 +449,9 @@ class DistributionMatching(_PixelMatching):
         training images at 1/``formation`` of the size, matched decoded; 1 (the paper): off.
     width, depth: the ConvNet whose trunk (``net.features``) embeds the images (ConvNet-3, 128 filters).
     time_budget_s: stop after the iteration in which this many seconds (since ``fit`` began) are spent.
+    zca: ``None`` (the default: per-channel normalization, as the paper) or the regularization of a ZCA
+        whitening (devs.zca, MTT's 0.1) fitted on the training images: the pixels are learned in whitened
+        units instead, and stored unwhitened (pixel units); the file records the transform to evaluate with.
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
     checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
@@ -450,6 +476,7 @@ class DistributionMatching(_PixelMatching):
         width: int = 128,
         depth: int = 3,
         time_budget_s: float | None = None,
+        zca: float | None = None,
         device: str = "auto",
         random_state: int = 0,
         progress: bool = True,
@@ -465,6 +492,7 @@ class DistributionMatching(_PixelMatching):
         self.width = width
         self.depth = depth
         self.time_budget_s = time_budget_s
+        self.zca = zca
         self.device = device
         self.random_state = random_state
         self.progress = progress
