@@ -1,5 +1,6 @@
 """DC (gradient matching) and DM (distribution matching) on digits, with tiny settings."""
 
+import dataclasses
 import math
 
 import pytest
@@ -168,7 +169,7 @@ def test_grouped_augmentation_applies_each_draw_to_its_own_rows_only():
 def test_a_dm_iteration_equals_the_official_loop_over_classes(digits, formation):
     """One DM step with the classes batched gives the loss and images of the per-class loop, draw for draw."""
     dm = DistributionMatching(ipc=2, formation=formation, **FAST["dm"])
-    data = as_training_data(digits)
+    data = as_training_data(dataclasses.replace(digits, flip=True))  # every DSA group, flip included
     normalizer = Normalizer(data.mean, data.std, torch.device("cpu"))
     batched, looped = (dm._initial_state(data, normalizer, torch.device("cpu")) for _ in range(2))
     net = dm._fresh_net(data, batched, seed=3)

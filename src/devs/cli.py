@@ -430,7 +430,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
         distilled.save(out)
         grid = save_grid(distilled, grid)
     record: dict[str, Any] = {"file": str(out), "grid": str(grid), "dataset": dataset.name,
-                              "method": args.method, "recipe": args.recipe, "flip": dataset.flip, "seed": args.seed, "size": len(distilled),
+                              "method": args.method, "recipe": args.recipe, "flip": dataset.flip, "seed": args.seed,
+                              "size": len(distilled),
                               "wall_time_s": round(seconds, 2), "processes": args.group.world_size,
                               "peak_memory_mib": round(peak_memory_mib(), 1), "config": distilled.config,
                               "cuda_peak_memory_mib": cuda_peak_memory_mib(),
