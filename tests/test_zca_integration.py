@@ -1,5 +1,6 @@
 """ZCA whitening inside the methods (issue #24 item 3): what the nets see, what the file records, round trips."""
 
+import importlib
 import json
 
 import pytest
@@ -10,7 +11,9 @@ from safetensors.torch import load_file, save_file
 import devs.cli as cli
 import devs.methods.devs as devs_module
 import devs.methods.extractor as extractor_module
+import devs
 from devs import DEvS, load_distilled
+from devs.data import holdout_split
 from devs.errors import DistilledFileError, InvalidParameterError
 from devs.exchange import export_distilled, import_distilled
 from devs.io import DistilledSet
@@ -18,7 +21,7 @@ from devs.methods import DEvSPlus, DistributionMatching, Herding, get_method
 from devs.methods.base import Whitening
 from devs.methods.extractor import ExtractorSpec, content_hash
 from devs.train import Normalizer
-from devs.zca import ZCA
+from devs.zca import ZCA, ZCAMismatchError
 
 DEVS_FAST = dict(ipc=2, epochs=1, width=16, device="cpu", progress=False)
 DM_FAST = dict(ipc=2, iterations=2, width=16, batch_real=64, device="cpu", progress=False)
@@ -216,3 +219,42 @@ def test_cli_zca_option():
     params = cli._method_params(parser.parse_args(["distill", "--method", "random", "--zca"]))
     with pytest.raises(InvalidParameterError, match="supported by: .*devs.*dm"):
         get_method("random", **params)
+
+
+# ----------------------------------------------------------------------------- the evaluation side
+
+def _transforms_seen(monkeypatch):
+    evaluate_module = importlib.import_module("devs.evaluate")  # `devs.evaluate` the attribute is the function
+    seen = []
+    original = evaluate_module.train_classifier
+    monkeypatch.setattr(evaluate_module, "train_classifier", lambda net, images, targets, recipe, normalizer, *a, **k:
+                        seen.append(normalizer) or original(net, images, targets, recipe, normalizer, *a, **k))
+    return seen
+
+
+def test_a_zca_set_and_its_random_baseline_are_judged_on_whitened_images(digits, devs_run, description, monkeypatch,
+                                                                         capsys, tmp_path):
+    seen = _transforms_seen(monkeypatch)
+    path = tmp_path / "z.safetensors"
+    devs_run[0].distilled_.save(path)
+    code = cli.main(["evaluate", str(path), "--dataset", "digits", "--runs", "1", "--eval-epochs", "1", "-q"])
+    assert code == 0, capsys.readouterr().err
+    assert len(seen) == 2 and all(isinstance(t, Whitening) for t in seen)  # the set, then the random subset
+    assert all(t.zca.fingerprint() == description["sha256"] for t in seen)
+
+
+def test_zca_protocol_refuses_a_set_distilled_without_zca(digits, monkeypatch):
+    plain = DEvS(ipc=1, epochs=1, clustering="per-class").fit(digits).distilled_
+    with pytest.raises(InvalidParameterError, match="distilled without ZCA"):
+        devs.evaluate(plain, digits, protocol="zca-dsa", runs=1, epochs=1, progress=False)
+    seen = _transforms_seen(monkeypatch)
+    devs.evaluate_random_baseline(digits, 10, protocol="zca-dsa", runs=1, epochs=1, progress=False)
+    assert isinstance(seen[0], Whitening) and seen[0].zca.regularization == 0.1
+
+
+def test_a_zca_set_is_refused_on_other_training_images_or_another_regularization(digits, devs_run):
+    with pytest.raises(ZCAMismatchError):
+        devs.evaluate(devs_run[0].distilled_, holdout_split(digits, 100), runs=1, epochs=1, progress=False)
+    other = DEvS(zca=0.5, **DEVS_FAST).fit(digits).distilled_
+    with pytest.raises(ZCAMismatchError, match="regularization"):
+        devs.evaluate(other, digits, protocol="zca-dsa", runs=1, epochs=1, progress=False)

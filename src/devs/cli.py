@@ -301,7 +301,8 @@ def _run_evaluation(args: argparse.Namespace, distilled, dataset) -> list[dict[s
         result = evaluate(distilled, dataset, model=model, labels=getattr(args, "labels", "soft"), **common)
         results.append(result)
         if args.baseline:
-            random = evaluate_random_baseline(dataset, len(distilled), model=model, **common)
+            zca = distilled.zca["regularization"] if distilled.zca else None  # judged in the set's own input space
+            random = evaluate_random_baseline(dataset, len(distilled), model=model, zca=zca, **common)
             result.scores = compute_scores(result, random, getattr(args, "ceiling", None))
             results.append(random)
     return [result.to_dict() for result in results]

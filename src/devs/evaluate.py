@@ -23,12 +23,13 @@ from .distributed import current_group
 from .dsa import DEFAULT_STRATEGY, parse_strategy
 from .errors import DevsError, InvalidParameterError
 from .io import DistilledSet
-from .methods.base import check_number
+from .methods.base import Whitening, check_number
 from .methods.coresets import balanced_counts, random_subset_indices
 from .models import MODELS, build_model
 from .registry import Registry
 from .runtime import resolve_device
 from .train import Normalizer, TrainRecipe, accuracy, train_classifier
+from .zca import ZCA, check_matches
 
 logger = logging.getLogger(__name__)
 
@@ -42,6 +43,7 @@ class Protocol:
     recipe: TrainRecipe
     dropout: float = 0.0
     model: str = "convnet"
+    zca: float | None = None  # train on ZCA-whitened images (this regularization, fitted on the train split)
 
 
 PROTOCOLS: Registry[Protocol] = Registry("protocol")
@@ -70,6 +72,15 @@ register_protocol(Protocol(
     description="DSA/DM/MTT papers (Zhao & Bilen 2021, 2023): the DC optimizer, 1000 epochs, lr x0.1 at epoch "
     "500, DSA augmentation (one of color, crop, cutout, flip, scale, rotate per batch, drawn per image)",
     recipe=TrainRecipe(epochs=1000, dsa=DEFAULT_STRATEGY),
+))
+
+
+register_protocol(Protocol(
+    name="zca-dsa",
+    description="MTT and DATM (Cazenavette et al. 2022, Guo et al. 2024): the dsa recipe on ZCA-whitened images "
+    "(regularization 0.1, fitted on the training split); only for sets distilled with --zca 0.1",
+    recipe=TrainRecipe(epochs=1000, dsa=DEFAULT_STRATEGY),
+    zca=0.1,
 ))
 
 
@@ -253,7 +264,11 @@ def evaluate(
     spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip)
     check_compatible(distilled, dataset)
     torch_device = resolve_device(device)
-    normalizer = Normalizer(distilled.mean, distilled.std, torch_device)
+    if spec.zca is not None and distilled.zca is None:
+        raise InvalidParameterError(
+            f"Protocol {protocol!r} trains on ZCA-whitened images, but this set was distilled without ZCA; "
+            "evaluate it under a protocol without ZCA (e.g. dsa), or distill it again with --zca.")
+    normalizer = net_inputs(dataset, torch_device, distilled.mean, distilled.std, distilled.zca, spec.zca)
 
     images, targets = distilled.training_set()  # decoded when the set uses multi-formation
     if labels == "hard":
@@ -266,10 +281,22 @@ def evaluate(
                      model, labels)
 
 
-def _real_training_set(dataset: ImageDataset, device: str) -> tuple[torch.device, Normalizer, torch.Tensor]:
-    """Device, the training set's own normalizer, and its one-hot label rows."""
+def net_inputs(dataset: ImageDataset, device: torch.device, mean: list[float], std: list[float],
+               zca_description: dict[str, Any] | None = None, zca: float | None = None) -> Normalizer | Whitening:
+    """How images become net inputs: a set's own ZCA (refitted on ``dataset`` and checked against the file's
+    description; a ``zca`` regularization that differs is refused), else a ZCA of ``zca`` fitted on
+    ``dataset``'s train split, else per-channel normalization with ``mean`` / ``std``."""
+    if zca_description is not None:
+        return Whitening(check_matches(zca_description, dataset, regularization=zca), device)
+    if zca is not None:
+        return Whitening(ZCA.from_dataset(dataset, regularization=zca), device)
+    return Normalizer(mean, std, device)
+
+
+def _real_training_set(dataset: ImageDataset, device: str, zca: float | None = None):
+    """Device, the training set's net-input transform (ZCA with ``zca``), and its one-hot label rows."""
     torch_device = resolve_device(device)
-    normalizer = Normalizer(*dataset.channel_stats(), torch_device)
+    normalizer = net_inputs(dataset, torch_device, *dataset.channel_stats(), zca=zca)
     return torch_device, normalizer, torch.nn.functional.one_hot(dataset.train.labels, dataset.num_classes).float()
 
 
@@ -284,17 +311,19 @@ def evaluate_random_baseline(
     progress: bool = True,
     compile: bool = False,
     model: str | None = None,
+    zca: float | None = None,
 ) -> EvaluationResult:
     """The same protocol on class-balanced random real subsets of ``size`` images (a new subset per net).
 
-    ``model`` as in ``evaluate``; the subsets' labels are their one-hot classes (``labels`` "hard").
+    ``model`` as in ``evaluate``; the subsets' labels are their one-hot classes (``labels`` "hard"). ``zca``
+    (default: the protocol's) trains on ZCA-whitened images, as a set distilled with that ZCA is judged.
     """
     spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip)
     counts = balanced_counts(size, dataset.num_classes)
     available = torch.bincount(dataset.train.labels, minlength=dataset.num_classes).tolist()
     if any(count > have for count, have in zip(counts, available)):
         raise InvalidParameterError(f"A random subset of {size} images needs more images per class than {dataset.name!r} has.")
-    torch_device, normalizer, one_hot = _real_training_set(dataset, device)
+    torch_device, normalizer, one_hot = _real_training_set(dataset, device, spec.zca if zca is None else zca)
 
     def train_and_test(net_seed: int) -> float:
         index = random_subset_indices(dataset.train.labels, counts, net_seed)
@@ -314,13 +343,14 @@ def evaluate_whole_set(
     progress: bool = True,
     compile: bool = False,
     model: str | None = None,
+    zca: float | None = None,
 ) -> EvaluationResult:
     """The same protocol on the whole training set: the ceiling every table shows beside the methods.
 
     ``model`` as in ``evaluate``; the labels are one-hot (``labels`` "hard").
     """
     spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip)
-    torch_device, normalizer, one_hot = _real_training_set(dataset, device)
+    torch_device, normalizer, one_hot = _real_training_set(dataset, device, spec.zca if zca is None else zca)
 
     def train_and_test(net_seed: int) -> float:
         return _train_and_test(dataset.train.images, one_hot, dataset, spec, recipe, normalizer, net_seed, torch_device,
