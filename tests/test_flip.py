@@ -84,3 +84,15 @@ def test_protocols_do_not_flip_digits(digits, monkeypatch, protocol):
     assert (on.flip, "flip" in (on.dsa or "")) == ((True, False) if protocol == "devs" else (False, True))
     if protocol == "dsa":
         assert off.dsa == "color_crop_cutout_scale_rotate"
+
+
+def test_a_saved_stage_or_dm_progress_is_not_reused_across_flip_settings(digits, tmp_path, caplog):
+    caplog.set_level("INFO", logger="devs")
+    flipped = dataclasses.replace(digits, flip=True)
+    for method in ("devs", "dm"):
+        params = dict(ipc=1, checkpoint_dir=tmp_path / method, resume=True, **(
+            {"epochs": 1, "clustering": "per-class"} if method == "devs" else {"iterations": 1}))
+        devs.get_method(method, **params).fit(flipped)
+        caplog.clear()
+        devs.get_method(method, **params).fit(digits)
+        assert "resumed" not in caplog.text, method

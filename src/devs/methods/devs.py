@@ -428,7 +428,7 @@ class DEvS(DistillationMethod):
     def _stage_key(self, input_key: str, ipc: int, epochs: int, seed: int) -> str:
         """Everything that determines a stage's output: its input set, the settings, its size and seed."""
         params = self._settings(exclude=_NOT_IN_KEY | set(self.after_stages_params))
-        params.update(stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)
+        params.update(flip=self.flip_, stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)  # flip as resolved
         return content_hash({"input": input_key, "params": params})
 
     def _checkpoint_path(self, name: str) -> Path | None:

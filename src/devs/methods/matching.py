@@ -232,6 +232,8 @@ class _PixelMatching(DistillationMethod):
             return None
         left_out = {*self.runtime_params, "iterations", "time_budget_s"}
         params = self._settings(exclude=left_out)
+        if not data.flip:  # the augmentation drops flips (keys of data that may flip stay as they were)
+            params["data_flip"] = False
         start = fingerprint(state.images.detach().cpu(), state.labels.cpu(), data.classes)
         key = content_hash({"method": self.name, "params": params, "start": start,
                             "data": fingerprint(data.images, data.labels, data.classes)})
