@@ -14,6 +14,8 @@ from pathlib import Path
 
 import pytest
 
+import devs
+
 ROOT = Path(__file__).resolve().parent.parent
 RUN = ROOT / "benchmarks" / "run.py"
 spec = importlib.util.spec_from_file_location("benchmarks_run", RUN)
@@ -39,7 +41,8 @@ def options(path: Path) -> set[str]:
     return found
 
 
-DEVS_OPTIONS = set().union(*(options(path) for path in (ROOT / "src" / "devs").rglob("*.py")))  # the devs command line
+# the devs command line's options, read from the package being tested (the installed one when src/ is absent)
+DEVS_OPTIONS = set().union(*(options(path) for path in Path(devs.__file__).parent.rglob("*.py")))
 
 
 def dry_run(*argv: str) -> str:
