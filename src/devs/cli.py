@@ -574,6 +574,7 @@ DISTRIBUTED_COMMANDS = ("distill", "evaluate")
 def main(argv: Sequence[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     debug = "--debug" in argv
+    finished = False  # the command returned 0: under torchrun every rank then waits for the others before leaving
     try:
         args = build_parser().parse_args(argv)
         args.argv = argv  # the run record states the command that made it
@@ -590,7 +591,9 @@ def main(argv: Sequence[str] | None = None) -> int:
                 args.quiet = True
         args.group = group
         _configure_logging(getattr(args, "quiet", False))
-        return COMMANDS[args.command](args)
+        code = COMMANDS[args.command](args)
+        finished = code == 0
+        return code
     except UsageError as error:
         if debug:
             raise
@@ -614,4 +617,4 @@ def main(argv: Sequence[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     finally:
-        shutdown()
+        shutdown(synchronize=finished)

@@ -126,8 +126,12 @@ def init_from_environment(device: str = "auto") -> Group:
     return group
 
 
-def shutdown() -> None:
+def shutdown(synchronize: bool = False) -> None:
+    """Leave the process group. With ``synchronize`` (a command that finished on every rank) wait for the others
+    first: a rank that tears gloo down while a peer still talks to it can make that peer abort (SIGABRT)."""
     if dist.is_available() and dist.is_initialized():
+        if synchronize:
+            dist.barrier()
         dist.destroy_process_group()
 
 
