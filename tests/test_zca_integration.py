@@ -258,3 +258,13 @@ def test_a_zca_set_is_refused_on_other_training_images_or_another_regularization
     other = DEvS(zca=0.5, **DEVS_FAST).fit(digits).distilled_
     with pytest.raises(ZCAMismatchError, match="regularization"):
         devs.evaluate(other, digits, protocol="zca-dsa", runs=1, epochs=1, progress=False)
+
+
+def test_inspect_shows_the_zca_and_leaves_it_out_without(digits, devs_run):
+    from devs.inspection import describe, format_description
+
+    shown = describe(devs_run[0].distilled_)["metadata"]["zca"]
+    assert shown["rule"] == "devs.zca.v1" and shown["regularization"] == 0.1 and len(shown["sha256"]) == 64
+    assert "zca" in format_description({"file": "x", **describe(devs_run[0].distilled_)})
+    plain = DEvS(ipc=1, epochs=1, clustering="per-class").fit(digits).distilled_
+    assert "zca" not in describe(plain)["metadata"]

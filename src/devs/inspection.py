@@ -64,9 +64,15 @@ def describe(distilled: DistilledSet) -> dict[str, Any]:
             "mean": distilled.mean,
             "std": distilled.std,
             "formation": distilled.formation,
+            **({"zca": _zca_summary(distilled.zca)} if distilled.zca else {}),
         },
         "config": distilled.config,
     }
+
+
+def _zca_summary(description: dict[str, Any]) -> dict[str, Any]:
+    """What a reader needs to know of a set's ZCA whitening (the whole description is in the file)."""
+    return {key: description.get(key) for key in ("rule", "regularization", "dataset", "train_size", "sha256")}
 
 
 def _text(value: Any) -> str:
