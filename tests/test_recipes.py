@@ -2,6 +2,7 @@
 
 import json
 
+import numpy as np
 import pytest
 
 from devs import load_distilled
@@ -59,6 +60,28 @@ def test_formation_falls_back_with_a_note(shape):
     assert "formation" not in resolved.params
     assert len(resolved.notes) == 1 and "keeping formation=1" in resolved.notes[0]
     assert f"{shape[1]}x{shape[2]}" in resolved.notes[0]
+
+
+@pytest.mark.parametrize("method", ["devs+", "dm"])
+def test_zca_keeps_formation_1_with_a_note(method):
+    plain = resolve_recipe(method, "balanced", ipc=10, image_shape=CIFAR, device="cpu")
+    assert plain.params["formation"] == 2  # the rule applies without zca ...
+    whitened = resolve_recipe(method, "balanced", ipc=10, image_shape=CIFAR, device="cpu", zca=True)
+    assert "formation" not in whitened.params and "zca" in whitened.notes[0]  # ... and not with it
+    get_method(method, ipc=10, zca=0.1, **whitened.params)  # the method accepts what the recipe gave
+
+
+def test_dry_run_with_zca_resolves_to_parameters_the_method_accepts(capsys, tmp_path):
+    # 16 px images, so the formation rule would apply: --zca must turn it off, not make the method refuse it.
+    images = tmp_path / "tiny.npz"
+    rng = np.random.default_rng(0)
+    np.savez(images, x_train=rng.integers(0, 255, (40, 16, 16, 3), dtype=np.uint8), y_train=np.arange(40) % 2,
+             x_test=rng.integers(0, 255, (10, 16, 16, 3), dtype=np.uint8), y_test=np.arange(10) % 2)
+    code, out, err = run(capsys, "distill", "--dataset", str(images), "--method", "dm", "--zca", "--ipc", "2",
+                         "--dry-run", "--json", "-q")
+    assert code == 0, err
+    shown = json.loads(out)
+    assert shown["params"]["formation"]["value"] == 1 and any("zca" in note for note in shown["notes"])
 
 
 def test_every_resolved_parameter_is_a_parameter_of_its_method():

@@ -359,7 +359,7 @@ def _resolve_params(args: argparse.Namespace, dataset, explicit: dict[str, Any])
     """The method's parameters: the recipe's for this size, image size and device, then the explicit ones."""
     accepted = set(METHODS.get(args.method).param_names())
     resolved = resolve_recipe(args.method, args.recipe, ipc=args.ipc, image_shape=dataset.image_shape,
-                              device=str(resolve_device(args.device)))
+                              device=str(resolve_device(args.device)), zca=explicit.get("zca") is not None)
     for note in [] if args.dry_run else resolved.notes:  # a dry run prints them with the parameters
         logger.warning("recipe %s: %s", args.recipe, note)
     params = {**{k: v for k, v in resolved.params.items() if k in accepted}, **explicit}

@@ -40,6 +40,7 @@ class Target:
     ipc: int
     image_shape: tuple[int, int, int]  # C, H, W
     device: str  # "cpu" or "cuda" (any accelerator counts as "cuda")
+    zca: bool = False  # the images are matched ZCA-whitened (which multi-formation cannot pack)
 
     @property
     def side(self) -> int:
@@ -82,6 +83,10 @@ def _formation(resolved: Resolved, target: Target, wanted: bool, why: str) -> No
     if target.side < MIN_FORMATION_SIDE or height % 2 or width % 2:
         resolved.notes.append(f"formation=2 needs even image sides of at least {MIN_FORMATION_SIDE} px; these are "
                               f"{height}x{width}: keeping formation=1")
+        return
+    if target.zca:
+        resolved.notes.append("formation=2 does not combine with zca (whitening mixes every pixel with every "
+                              "other, so it does not commute with packing tiles): keeping formation=1")
         return
     resolved.set("formation", 2, why)
 
@@ -129,9 +134,11 @@ RULES: dict[str, Callable[[Resolved, Target], None]] = {"devs": _devs, "devs+": 
 # The coresets (random, herding, kcenter, forgetting) have no cost knob: every recipe is their default.
 
 
-def resolve_recipe(method: str, recipe: str, *, ipc: int, image_shape: tuple[int, ...], device: str) -> Resolved:
+def resolve_recipe(method: str, recipe: str, *, ipc: int, image_shape: tuple[int, ...], device: str,
+                   zca: bool = False) -> Resolved:
     """The parameters ``recipe`` gives ``method`` at ``ipc`` images per class of ``image_shape`` (C, H, W) on
-    ``device`` ("cpu", "cuda", "cuda:N" or "mps"). Explicit parameters should be applied on top."""
+    ``device`` ("cpu", "cuda", "cuda:N" or "mps"), distilling in ZCA-whitened space if ``zca``. Explicit
+    parameters should be applied on top."""
     if recipe not in RECIPES:
         raise UnknownNameError(f"Unknown recipe {recipe!r}. Valid: {', '.join(RECIPES)}")
     resolved = Resolved(recipe, method)
@@ -143,7 +150,7 @@ def resolve_recipe(method: str, recipe: str, *, ipc: int, image_shape: tuple[int
     channels, height, width = (int(size) for size in image_shape)
     rule = RULES.get(method)
     if rule is not None:
-        rule(resolved, Target(ipc, (channels, height, width), kind))
+        rule(resolved, Target(ipc, (channels, height, width), kind, zca=zca))
     return resolved
 
 
