@@ -754,6 +754,28 @@ def exp_cross_arch(run: Run) -> None:
     run.parallel(*judge)
 
 
+def exp_zca(run: Run) -> None:
+    """devs+ and DM at 10 per class on the validation split, with and without ZCA whitening (issue #24). Both
+    keep formation=1, since packing does not combine with ZCA, so ZCA is the only difference; a ZCA set is
+    judged in its own whitened space and its random subsets in the same space (devs evaluate does both)."""
+    ipc = run.pick(10, 10, smoke=2)
+    protocols = run.pick(["dc"], ["dc", "dsa"], smoke=["dc"])
+    tiny = {"devs+": ["--epochs", "1", "--param", "finetune_iterations=2"], "dm": ["--param", "iterations=2"]}
+    steps = []
+    for method in ("dm", "devs+"):  # DM first: the cheaper pair
+        for zca in (False, True):
+            config = f"{method.replace('+', '-plus')}-f1{'-zca' if zca else ''}"
+            distill = ["--method", method, "--param", "formation=1", *(["--zca"] if zca else []),
+                       *(tiny[method] if run.smoke else [])]
+            steps.append(devs_table_step(run, config, results=run.file(), config=config, data="cifar10", ipcs=[ipc],
+                                         protocols=protocols, work=run.work, distill=distill,
+                                         holdout=run.pick(5000, 5000, smoke=300),
+                                         eval_epochs=3 if run.smoke else None, group=method,
+                                         what=f"{method} {'with' if zca else 'without'} ZCA, the balanced recipe "
+                                              "otherwise, validation split"))
+    run.chain(steps)
+
+
 def exp_evaluation(run: Run) -> None:
     results = run.file()
     smoke = ["--nets", "1", "--variants", "devs evaluate"] if run.smoke else []
@@ -819,6 +841,8 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("cross-arch", "CIFAR-10 at 10 per class by DEvS, devs+, DC and DM judged by ConvNet-3, AlexNet, "
                "VGG-11 and ResNet-18, soft and hard labels (cross_arch.py)", "Across architectures", exp_cross_arch,
                data=("cifar10",)),
+    Experiment("zca", "devs+ and DM at 10 per class on a validation split, with and without ZCA whitening "
+               "(devs_table.py)", "ZCA", exp_zca, data=("cifar10",)),
     Experiment("evaluation", "evaluating a 10-image set: plain runs against devs evaluate (evaluation.py; times the "
                "CPU)", "Speed (issue #8)", exp_evaluation, data=("cifar10",), devices=("cpu",)),
     Experiment("clustering", "k-means backends: time and inertia on synthetic and on real DEvS features "

@@ -11,6 +11,9 @@ As in the official code's default single mode (``aug_mode='S'``), each draw pick
 strategy's groups (``color`` = brightness, saturation and contrast together; ``crop``; ``cutout``;
 ``flip``; ``scale``; ``rotate``) for the whole batch, with one parameter set for all its images
 (siamese) or one per image. Magnitudes are those of the official ``ParamDiffAug``.
+
+IDC (Kim et al. 2022) evaluates with a composed variant instead (``sample_composed``): flip, color and
+cutout on every batch, and one of the other groups, each with its own parameters per image.
 """
 
 from __future__ import annotations
@@ -89,6 +92,32 @@ def sample_per_image(groups: tuple[str, ...], generator: torch.Generator, image_
     """Draw one group of ``groups`` for the batch and parameters for each of its ``count`` images (the
     official code's evaluation-time augmentation, ``aug_mode='S'`` with ``seed=-1``)."""
     return _draw(groups, generator, image_size, count, params)
+
+
+ALWAYS_IN_COMPOSED = ("flip", "color")  # applied first, in this order; "cutout" is applied last
+
+
+@dataclass(frozen=True)
+class ComposedAugment:
+    """Several draws applied one after another."""
+
+    draws: tuple[DrawnAugment, ...]
+
+    def __call__(self, x: torch.Tensor) -> torch.Tensor:
+        for draw in self.draws:
+            x = draw(x)
+        return x
+
+
+def sample_composed(groups: tuple[str, ...], generator: torch.Generator, image_size: tuple[int, int], count: int,
+                    params: DSAParams = DSAParams()) -> ComposedAugment:
+    """IDC's evaluation-time augmentation (its ``DiffAug`` in single mode, per image): flip and color (if in
+    ``groups``), then one of the remaining groups but cutout, then cutout (if in ``groups``), every draw
+    with its own parameters for each of the ``count`` images."""
+    first = [group for group in ALWAYS_IN_COMPOSED if group in groups]
+    middle = tuple(group for group in groups if group not in (*ALWAYS_IN_COMPOSED, "cutout"))
+    order = [(group,) for group in first] + ([middle] if middle else []) + ([("cutout",)] if "cutout" in groups else [])
+    return ComposedAugment(tuple(_draw(chosen, generator, image_size, count, params) for chosen in order))
 
 
 def augment_groups(x: torch.Tensor, sizes: list[int], draws: list[DrawnAugment]) -> torch.Tensor:

@@ -76,6 +76,14 @@ register_protocol(Protocol(
 
 
 register_protocol(Protocol(
+    name="dsa-cutmix",
+    description="IDC and DREAM (Kim et al. 2022, Liu et al. 2023), IDC's CIFAR evaluation settings: SGD lr 0.01, "
+    "momentum 0.9, wd 5e-4, batch 64, 1000 epochs, lr x0.2 at 2/3 and 5/6 of them, IDC's DSA per image (flip, "
+    "color, one of crop/scale/rotate, cutout) and CutMix (Beta(1, 1)) on half the batches",
+    recipe=TrainRecipe(epochs=1000, batch_size=64, lr_drops=(2 / 3, 5 / 6), lr_gamma=0.2, dsa=DEFAULT_STRATEGY,
+                       dsa_mode="composed", cutmix_prob=0.5, cutmix_beta=1.0),
+))
+register_protocol(Protocol(
     name="zca-dsa",
     description="MTT and DATM (Cazenavette et al. 2022, Guo et al. 2024): the dsa recipe on ZCA-whitened images "
     "(regularization 0.1, fitted on the training split); only for sets distilled with --zca 0.1",

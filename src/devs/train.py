@@ -22,9 +22,9 @@ import torch.nn.functional as F
 from torch import nn
 from tqdm.auto import tqdm
 
-from .augment import mixup, random_flip, random_shift
+from .augment import cutmix, mixup, random_flip, random_shift
 from .distributed import Group
-from .dsa import parse_strategy, sample_per_image
+from .dsa import parse_strategy, sample_composed, sample_per_image
 from .errors import InvalidParameterError
 from .models import set_row_shard
 from .runtime import isolated_rng, make_generator
@@ -33,6 +33,7 @@ from .store import ArrayStore
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
+DSA_MODES = ("single", "composed")
 GPU_CHUNK_VALUES = 2**24  # input values per mean_features call off the CPU: 5,461 32x32x3 images, 341 at 128 px
 
 
@@ -45,11 +46,15 @@ class TrainRecipe:
     lr: float = 0.01
     momentum: float = 0.9
     weight_decay: float = 5e-4
-    lr_drop_at: float = 0.5  # multiply the learning rate by 0.1 after this fraction of the epochs (DC)
+    lr_drops: tuple[float, ...] = (0.5,)  # multiply the learning rate by lr_gamma after these fractions of the epochs
+    lr_gamma: float = 0.1  # (DC: x0.1 at half; IDC: x0.2 at 2/3 and 5/6)
     max_shift: int = 0  # random shift in pixels, 0 = off
     flip: bool = False  # random horizontal flip
     mixup_alpha: float = 0.0  # 0 = no mixup
     dsa: str | None = None  # DSA strategy such as "color_crop_cutout_flip_scale_rotate", drawn per image; None = off
+    dsa_mode: str = "single"  # "single": one group per batch (DSA, DM, MTT); "composed": IDC's flip, color, one, cutout
+    cutmix_prob: float = 0.0  # CutMix on this share of the batches (IDC: 0.5); 0 = off
+    cutmix_beta: float = 1.0  # CutMix's Beta(beta, beta) mixing weight
     precision: str = "fp32"  # "bf16" runs forward/backward under bfloat16 autocast
     # torch.compile the net: on a 2-core CPU about 1.5x the images/s after 20-50 s of compiling (once per
     # process and architecture), so it pays on long runs only. Results match eager up to float rounding.
@@ -65,6 +70,14 @@ class TrainRecipe:
         if self.precision not in PRECISIONS:
             raise InvalidParameterError(f"Unknown precision {self.precision!r}. Valid: {', '.join(PRECISIONS)}.")
         parse_strategy(self.dsa)
+        if self.dsa_mode not in DSA_MODES:
+            raise InvalidParameterError(f"Unknown dsa_mode {self.dsa_mode!r}. Valid: {', '.join(DSA_MODES)}.")
+        if not 0 <= self.cutmix_prob <= 1 or self.cutmix_beta <= 0:
+            raise InvalidParameterError(f"cutmix_prob must be in [0, 1] and cutmix_beta > 0; got {self.cutmix_prob} "
+                                        f"and {self.cutmix_beta}.")
+        if any(not 0 < drop < 1 for drop in self.lr_drops) or not 0 < self.lr_gamma <= 1:
+            raise InvalidParameterError(f"lr_drops must be fractions in (0, 1) and lr_gamma in (0, 1]; got "
+                                        f"{self.lr_drops} and {self.lr_gamma}.")
 
     def replace(self, **changes) -> "TrainRecipe":
         return dataclasses.replace(self, **changes)
@@ -122,8 +135,8 @@ def train_classifier(
     optimizer = torch.optim.SGD(
         net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
     )
-    drop_epoch = int(recipe.epochs * recipe.lr_drop_at)
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=[drop_epoch], gamma=0.1)
+    milestones = [int(recipe.epochs * drop) for drop in recipe.lr_drops]
+    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=recipe.lr_gamma)
     net.train()
     if group.active:
         if recipe.compile:
@@ -200,6 +213,7 @@ def _run_epochs(step: _Step, rows: _TrainingRows, targets, recipe, scheduler, ge
                 progress) -> None:
     n = len(rows)
     dsa_groups = parse_strategy(recipe.dsa)
+    sample = sample_composed if recipe.dsa_mode == "composed" else sample_per_image
     batch_size = min(recipe.batch_size, n)
     device = targets.device
     bar = tqdm(range(recipe.epochs), desc=progress, disable=None if progress else True, leave=False, unit="epoch")
@@ -213,8 +227,10 @@ def _run_epochs(step: _Step, rows: _TrainingRows, targets, recipe, scheduler, ge
             if recipe.flip:
                 batch = random_flip(batch, generator)
             if dsa_groups:
-                batch = sample_per_image(dsa_groups, dsa_rng, tuple(batch.shape[-2:]), len(batch))(batch)
+                batch = sample(dsa_groups, dsa_rng, tuple(batch.shape[-2:]), len(batch))(batch)
             batch, batch_targets = mixup(batch, batch_targets, recipe.mixup_alpha, generator, beta_rng)
+            batch, batch_targets = cutmix(batch, batch_targets, recipe.cutmix_prob, recipe.cutmix_beta, generator,
+                                          beta_rng)
             epoch_loss += step(index, batch, batch_targets) * len(index)  # no host sync per batch
         scheduler.step()
         if not bar.disable:
