@@ -25,6 +25,7 @@ from .io import load_distilled
 from .methods import METHODS, get_method, list_methods
 from .methods.base import zca_methods
 from .recipes import DEFAULT_RECIPE, RECIPES, parse_duration, resolve_recipe
+from .snapshots import Snapshots, snapshot_path
 from .reporting import save_grid
 from .runtime import (
     DEVICE_CHOICES,
@@ -82,6 +83,14 @@ def _duration(text: str) -> float:
         return parse_duration(text)
     except DevsError as error:
         raise argparse.ArgumentTypeError(str(error)) from None
+
+
+def _durations(text: str) -> list[float]:
+    """'2m,10m,30m' -> [120.0, 600.0, 1800.0], ascending and distinct."""
+    seconds = [_duration(part) for part in text.split(",")]
+    if sorted(set(seconds)) != seconds:
+        raise argparse.ArgumentTypeError(f"expected ascending, distinct durations such as 2m,10m,30m; got {text!r}")
+    return seconds
 
 
 def _param(text: str) -> tuple[str, Any]:
@@ -148,6 +157,10 @@ def build_parser() -> argparse.ArgumentParser:
     distill.add_argument("--time-budget", type=_duration, metavar="DURATION",
                          help="stop iterative methods (dc, dm, devs+'s DM step) once this much time is spent, e.g. 90s, "
                          "10m, 1.5h; methods without iterations say what they did instead")
+    distill.add_argument("--snapshots", type=_durations, metavar="DURATION,...",
+                         help="also write the set as it stood at these elapsed times, e.g. 2m,10m,30m, beside --out as "
+                         "OUT.at120s.safetensors ... (an anytime run: one run gives the whole time-to-accuracy curve; "
+                         "dc, dm and devs+ with a DM step)")
     distill.add_argument("--dry-run", action="store_true",
                          help="print the resolved parameters (recipe, overrides, defaults) and stop")
     distill.add_argument("--out", metavar="FILE.safetensors",
@@ -414,6 +427,10 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     method = get_method(args.method, **params)
     if "checkpoint_dir" in method.param_names():
         method.checkpoint_dir = Path(args.checkpoint_dir) if args.checkpoint_dir else out.with_suffix(".stages")
+    recipe = {**resolved.to_dict(), "overridden": sorted(set(resolved.params) & set(explicit))}
+    snapshots_written: list[dict[str, Any]] = []
+    if args.snapshots:
+        method.snapshots = _snapshot_writer(args, method, out, recipe, snapshots_written)
     if args.dry_run:
         _print_dry_run(args, dataset, method, explicit, resolved)
         return 0
@@ -422,7 +439,10 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     distilled = method.fit(dataset).distilled_
     seconds = time.perf_counter() - start
-    distilled.config["recipe"] = {**resolved.to_dict(), "overridden": sorted(set(resolved.params) & set(explicit))}
+    distilled.config["recipe"] = recipe
+    if args.snapshots and len(snapshots_written) < len(args.snapshots):
+        logger.warning("%s ended after %.0f s, before snapshot time(s) %s: the final set stands for them",
+                       args.method, seconds, ", ".join(f"{t:g} s" for t in args.snapshots[len(snapshots_written):]))
     if args.time_budget is not None and seconds > args.time_budget * 1.05:
         logger.warning("%s took %.0f s, over the --time-budget of %.0f s", args.method, seconds, args.time_budget)
     main_rank = args.group.is_main
@@ -440,6 +460,8 @@ def _cmd_distill(args: argparse.Namespace) -> int:
                               "fit": {k: v for k, v in vars(method).items()  # e.g. iterations_done_ of a budget run
                                       if k.endswith("_") and isinstance(v, (int, float, str))},
                               "command": ["devs", *args.argv], "environment": environment()}
+    if args.snapshots:
+        record["snapshots"] = snapshots_written
     say = print if main_rank and not args.json else (lambda text: None)  # --json: the record alone on stdout
     say(f"wrote {out} ({len(distilled)} images, {seconds:.1f} s, peak memory {peak_memory_mib():.0f} MiB)")
     say(f"wrote {grid}")
@@ -456,6 +478,26 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     if args.json:
         print(text, end="")
     return 0
+
+
+def _snapshot_writer(args: argparse.Namespace, method, out: Path, recipe: dict[str, Any],
+                     written: list[dict[str, Any]]) -> Snapshots:
+    """Snapshots that write each set beside ``out`` (rank 0 only) and list what they wrote in ``written``."""
+    if not method.supports_snapshots or not getattr(method, "finetune_iterations", 1):
+        raise UsageError(f"--snapshots needs a method that learns step by step (dc, dm, devs+ with a DM step); "
+                         f"{args.method} has no set in between to write")
+
+    def write(distilled, at_s: float, elapsed_s: float) -> None:
+        path = snapshot_path(out, at_s)
+        if args.group.is_main:
+            distilled.config["recipe"] = recipe
+            distilled.save(path)
+            logger.info("snapshot at %.0f s (asked for %g s): wrote %s", elapsed_s, at_s, path)
+        written.append({"at_s": at_s, "elapsed_s": round(elapsed_s, 3), "file": str(path),
+                        "iterations_done": distilled.config.get("iterations_done",
+                                                                distilled.config.get("finetune_iterations_done"))})
+
+    return Snapshots(args.snapshots, write)
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:

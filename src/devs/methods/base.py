@@ -188,6 +188,10 @@ class DistillationMethod:
     name: str = ""
     # Parameters that change how a run executes but never its result; kept out of the file's config.
     runtime_params: tuple[str, ...] = ()
+    # Methods that learn step by step hand out their set at given elapsed times (devs.snapshots) when this is
+    # set before ``fit``; the others have nothing in between to hand out.
+    supports_snapshots: bool = False
+    snapshots: Any = None  # a devs.snapshots.Snapshots, or None
 
     @classmethod
     def param_names(cls) -> list[str]:

@@ -74,6 +74,7 @@ class DEvSPlus(DEvS):
     """
 
     name = "devs+"
+    supports_snapshots = True  # through its DM step (finetune_iterations > 0)
     # The DM step and the packing into stored images change no DEvS stage (a stage's size is in its key).
     after_stages_params = ("finetune_iterations", "finetune_lr", "formation", "trained_embedding", "trained_ce",
                            "time_budget_s")
@@ -156,8 +157,9 @@ class DEvSPlus(DEvS):
         if self.formation > 1:
             self._pack()
         if self.finetune_iterations:
-            left = None if self.time_budget_s is None else max(0.0, self.time_budget_s - (time.perf_counter() - start))
-            self._finetune(data, left)
+            spent = time.perf_counter() - start
+            left = None if self.time_budget_s is None else max(0.0, self.time_budget_s - spent)
+            self._finetune(data, left, spent)
         return self
 
     def _pack(self) -> None:
@@ -167,7 +169,7 @@ class DEvSPlus(DEvS):
         self.distilled_ = _with(tiles, images=images, labels=pack_labels(tiles.labels, self.formation),
                                 formation=self.formation)
 
-    def _finetune(self, data, time_budget_s: float | None) -> None:
+    def _finetune(self, data, time_budget_s: float | None, spent_s: float) -> None:
         start = self.distilled_
         trained = self.first_extractor(data) if self.trained_embedding else None
         dm = _DistributionMatchingFrom(
@@ -176,9 +178,18 @@ class DEvSPlus(DEvS):
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
             progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
             time_budget_s=time_budget_s, zca=self.zca, fitted_zca=self.zca_,
-        ).fit(data)
-        self.distilled_ = _with(start, images=dm.distilled_.images)
-        self.distilled_.config["finetune_iterations_done"] = dm.iterations_done_
+        )
+        if self.snapshots is not None:  # DM's clock starts spent_s into devs+'s; its sets get DEvS's labels
+            dm.snapshots = self.snapshots.shifted(spent_s, lambda step: self._finetuned(start, step))
+        dm.fit(data)
+        self.distilled_ = self._finetuned(start, dm.distilled_)
+
+    @staticmethod
+    def _finetuned(start: DistilledSet, step: DistilledSet) -> DistilledSet:
+        """DEvS's set (labels, config) with the DM step's images."""
+        finetuned = _with(start, images=step.images)
+        finetuned.config["finetune_iterations_done"] = step.config["iterations_done"]
+        return finetuned
 
 
 def _with(distilled: DistilledSet, **changes: Any) -> DistilledSet:

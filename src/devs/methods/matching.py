@@ -35,6 +35,7 @@ from tqdm.auto import tqdm
 from ..dsa import DEFAULT_STRATEGY, augment_groups, parse_strategy, sample_siamese
 from ..errors import InvalidParameterError
 from ..formation import check_factor, decode, downsample, encode
+from ..io import DistilledSet
 from ..models import build_model
 from ..runtime import make_generator, resolve_device
 from ..store import ArrayStore
@@ -146,6 +147,7 @@ class _PixelMatching(DistillationMethod):
     """
 
     runtime_params = ("device", "progress", "checkpoint_dir", "resume")
+    supports_snapshots = True
     formation: int = 1  # stored images hold formation**2 training images (DM's parameter; DC keeps 1)
     ipc: int
     iterations: int
@@ -194,7 +196,11 @@ class _PixelMatching(DistillationMethod):
         normalizer = self._input_transform(data, device, fitted=getattr(self, "fitted_zca", None))
         state = self._initial_state(data, normalizer, device)
         optimizer = torch.optim.SGD([state.images], lr=self.lr_img, momentum=IMAGE_MOMENTUM)
-        checkpoint, losses = self._resume(self._checkpoint(data, state), state, optimizer)
+        checkpoint, losses, spent_before = self._resume(self._checkpoint(data, state), state, optimizer)
+        start -= spent_before  # a resumed run keeps its clock (time_budget_s, snapshots)
+        snapshots = self.snapshots
+        if snapshots is not None and spent_before:
+            snapshots.skip_until(spent_before)
         disable = None if self.progress else True  # None: a bar only on a terminal, as DEvS does
         bar = tqdm(range(len(losses), self.iterations), desc=self.name, disable=disable, leave=False, unit="it",
                    initial=len(losses), total=self.iterations)
@@ -204,22 +210,30 @@ class _PixelMatching(DistillationMethod):
             losses.append(self._iteration(state, net, optimizer))
             if not bar.disable and iteration % 10 == 0:  # reading the loss syncs a GPU, so not every step
                 bar.set_postfix(loss=f"{float(losses[-1]):.4f}")
+            if snapshots is not None:
+                snapshots.take(self._elapsed(start, device), lambda: self._current_set(data, normalizer, state, len(losses)))
             if self._budget_spent(start, device):
                 break
             if checkpoint and time.perf_counter() - saved_at >= SAVE_EVERY_S:
-                self._save_progress(checkpoint, state, optimizer, losses)
+                self._save_progress(checkpoint, state, optimizer, losses, time.perf_counter() - start)
                 saved_at = time.perf_counter()
         bar.close()
         if checkpoint:
-            self._save_progress(checkpoint, state, optimizer, losses)
+            self._save_progress(checkpoint, state, optimizer, losses, time.perf_counter() - start)
         self.loss_history_: list[float] = torch.stack(losses).cpu().tolist()
         self.iterations_done_ = len(losses)
         self.elapsed_s_ = time.perf_counter() - start
+        self.distilled_ = self._current_set(data, normalizer, state, self.iterations_done_)
+        return self
+
+    def _current_set(self, data: TrainingData, normalizer: InputTransform, state: MatchingState,
+                     iterations_done: int) -> DistilledSet:
+        """The synthetic images learned so far as a distilled set (one-hot labels), in pixel units."""
         pixels = to_pixels(normalizer, state.images.detach())
         labels = F.one_hot(state.labels, data.num_classes).float()
-        self.distilled_ = self._result(data, pixels.cpu(), labels.cpu(), self.random_state, formation=self.formation)
-        self.distilled_.config.update(self._resolved(), iterations_done=self.iterations_done_)
-        return self
+        distilled = self._result(data, pixels.cpu(), labels.cpu(), self.random_state, formation=self.formation)
+        distilled.config.update(self._resolved(), iterations_done=iterations_done)
+        return distilled
 
     # ----------------------------------------------------------------------------- checkpoints
     def _checkpoint(self, data: TrainingData, state: MatchingState) -> tuple[Path, str] | None:
@@ -240,37 +254,39 @@ class _PixelMatching(DistillationMethod):
         return checkpoint_file(self.checkpoint_dir, f"{self.name}-ipc{self.ipc}-{key}.progress.safetensors"), key
 
     def _resume(self, checkpoint: tuple[Path, str] | None, state: MatchingState, optimizer: torch.optim.Optimizer
-                ) -> tuple[tuple[Path, str] | None, list[torch.Tensor]]:
-        """With ``resume``, restore a saved run into ``state`` and ``optimizer``: (checkpoint, losses so far).
+                ) -> tuple[tuple[Path, str] | None, list[torch.Tensor], float]:
+        """With ``resume``, restore a saved run into ``state`` and ``optimizer``: (checkpoint, losses so far,
+        seconds spent so far).
 
         A saved run that went past ``iterations`` cannot be cut back: this run starts afresh and leaves that
         file alone (checkpoint None).
         """
         if not (self.resume and checkpoint):
-            return checkpoint, []
+            return checkpoint, [], 0.0
         path, key = checkpoint
         progress = load_progress(path, key, state.images.shape)
         if progress is None:
-            return checkpoint, []
+            return checkpoint, [], 0.0
         if progress.iterations_done > self.iterations:
             logger.warning("%s holds %d iterations, more than the %d asked for: starting afresh without "
                            "checkpoints (that file is kept)", path, progress.iterations_done, self.iterations)
-            return None, []
+            return None, [], 0.0
         with torch.no_grad():
             state.images.copy_(progress.images)
         if progress.momentum is not None:
             optimizer.state[state.images]["momentum_buffer"] = progress.momentum.to(state.device)
         state.generator.set_state(progress.generator_state)
         logger.info("%s: resumed after %d iterations from %s", self.name, progress.iterations_done, path)
-        return checkpoint, [loss.to(state.device) for loss in progress.losses]
+        return checkpoint, [loss.to(state.device) for loss in progress.losses], progress.elapsed_s
 
     @staticmethod
     def _save_progress(checkpoint: tuple[Path, str], state: MatchingState, optimizer: torch.optim.Optimizer,
-                       losses: list[torch.Tensor]) -> None:
+                       losses: list[torch.Tensor], elapsed_s: float) -> None:
         path, key = checkpoint
         momentum = optimizer.state[state.images].get("momentum_buffer")
         stacked = torch.stack(losses) if losses else torch.zeros(0)
-        save_progress(path, key, MatchingProgress(state.images, momentum, state.generator.get_state(), stacked))
+        save_progress(path, key, MatchingProgress(state.images, momentum, state.generator.get_state(), stacked,
+                                                  elapsed_s))
 
     def _initial_state(self, data: TrainingData, normalizer: InputTransform, device: torch.device) -> MatchingState:
         """Synthetic images initialised from distinct random real images of each class (init='real').
@@ -294,11 +310,13 @@ class _PixelMatching(DistillationMethod):
         return net.to(state.device).train()
 
     def _budget_spent(self, start: float, device: torch.device) -> bool:
-        if self.time_budget_s is None:
-            return False
+        return self.time_budget_s is not None and self._elapsed(start, device) >= self.time_budget_s
+
+    @staticmethod
+    def _elapsed(start: float, device: torch.device) -> float:
         if device.type == "cuda":  # queued kernels count: wait for them before reading the clock
             torch.cuda.synchronize(device)
-        return time.perf_counter() - start >= self.time_budget_s
+        return time.perf_counter() - start
 
     def _iteration(self, state: MatchingState, net: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         raise NotImplementedError  # pragma: no cover - interface

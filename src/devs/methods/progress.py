@@ -29,6 +29,7 @@ class MatchingProgress:
     momentum: torch.Tensor | None  # SGD's momentum buffer on the images (None before the first step)
     generator_state: torch.Tensor  # uint8, torch.Generator.get_state()
     losses: torch.Tensor  # float32, one value per finished iteration
+    elapsed_s: float = 0.0  # seconds the run had spent when saved (its clock for time_budget_s and snapshots)
 
     @property
     def iterations_done(self) -> int:
@@ -42,7 +43,7 @@ def save_progress(path: Path, key: str, progress: MatchingProgress) -> None:
         tensors["momentum"] = progress.momentum
     tensors = {name: tensor.detach().cpu().contiguous() for name, tensor in tensors.items()}
     with atomic_path(path) as temp_path:
-        save_file(tensors, str(temp_path), metadata={"format": FORMAT, "key": key})
+        save_file(tensors, str(temp_path), metadata={"format": FORMAT, "key": key, "elapsed_s": repr(progress.elapsed_s)})
 
 
 def load_progress(path: Path, key: str, images_shape: torch.Size) -> MatchingProgress | None:
@@ -62,7 +63,16 @@ def load_progress(path: Path, key: str, images_shape: torch.Size) -> MatchingPro
         logger.warning("Ignoring malformed matching checkpoint %s; starting afresh", path)
         return None
     return MatchingProgress(tensors["images"], tensors.get("momentum"), tensors["generator_state"],
-                            tensors["losses"].float())
+                            tensors["losses"].float(), _seconds(metadata.get("elapsed_s")))
+
+
+def _seconds(text: str | None) -> float:
+    """The saved clock; 0 for files written before it was saved (or an unreadable value)."""
+    try:
+        seconds = float(text) if text is not None else 0.0
+    except ValueError:
+        return 0.0
+    return seconds if seconds >= 0 and seconds != float("inf") else 0.0
 
 
 def _well_formed(tensors: dict[str, torch.Tensor], images_shape: torch.Size) -> bool:
