@@ -34,6 +34,7 @@ from pathlib import Path
 import torch
 
 from devs.evaluate import EvaluationResult
+from devs.runtime import cpu_description
 
 _append_lock = threading.Lock()
 
@@ -41,6 +42,9 @@ _append_lock = threading.Lock()
 def machine() -> str:
     cores = len(os.sched_getaffinity(0))
     text = f"{platform.machine()} {cores} cores, torch {torch.__version__}, Python {platform.python_version()}"
+    cpu = cpu_description()
+    if cpu:
+        text += f", CPU {cpu}"
     if torch.cuda.is_available():
         text += f", GPU {torch.cuda.get_device_name(0)}"
     return text

@@ -776,6 +776,23 @@ def exp_zca(run: Run) -> None:
     run.chain(steps)
 
 
+def exp_frontier(run: Run) -> None:
+    """Every method under growing wall-clock budgets, one protocol, random beside (issue #23): anytime runs
+    (dc, dm, devs+ with a long DM step) give a curve each, the others one point. One entry at a time, alone,
+    so that each time is that entry's whole cost."""
+    ipcs = run.pick([1], [1, 10, 50], smoke=[1])
+    budgets = run.pick("2m,10m,30m,60m", "10s,1m,5m,20m,60m", smoke="2s,5s")
+    argv = [PY, "benchmarks/frontier.py", *run.data("cifar10"), "--ipc", *map(str, ipcs), "--budgets", budgets,
+            "--protocol", run.pick("dc", "dsa", smoke="dc"), "--runs", run.pick("3", "3", smoke="1"),
+            "--device", run.device, "--results", run.rel(run.file()), "--work-dir", run.rel(run.work)]
+    if run.smoke:
+        argv += ["--eval-epochs", "2", "--entries", "random,devs+ fast,dm anytime"]
+    run.step(Step("frontier", argv, what=f"{budgets} budgets at {', '.join(map(str, ipcs))} per class"))
+    run.step(Step("frontier-plots", [PY, "benchmarks/frontier.py", "--results", run.rel(run.file()), "--budgets",
+                                     budgets, "--plot", run.rel(run.results / "figures")],
+                  what="the plots from the recorded rows", extras=False))
+
+
 def exp_evaluation(run: Run) -> None:
     results = run.file()
     smoke = ["--nets", "1", "--variants", "devs evaluate"] if run.smoke else []
@@ -843,6 +860,9 @@ EXPERIMENTS = {e.name: e for e in [
                data=("cifar10",)),
     Experiment("zca", "devs+ and DM at 10 per class on a validation split, with and without ZCA whitening "
                "(devs_table.py)", "ZCA", exp_zca, data=("cifar10",)),
+    Experiment("frontier", "accuracy against distillation time: every method under growing budgets (anytime runs "
+               "for dc, dm and devs+), one protocol, random beside (frontier.py)",
+               "Accuracy against distillation time", exp_frontier, data=("cifar10",)),
     Experiment("evaluation", "evaluating a 10-image set: plain runs against devs evaluate (evaluation.py; times the "
                "CPU)", "Speed (issue #8)", exp_evaluation, data=("cifar10",), devices=("cpu",)),
     Experiment("clustering", "k-means backends: time and inertia on synthetic and on real DEvS features "

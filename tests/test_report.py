@@ -167,3 +167,31 @@ def test_report_renders_in_headless_chromium(report, tmp_path):
         assert image["natural"] > 0 and image["width"] > 0 and image["height"] > 0, image
     with Image.open(tmp_path / "report.png") as screenshot:
         assert screenshot.size[0] == 1200 and screenshot.size[1] > 900
+
+
+def frontier_row(entry, seconds, mean, ours, **extra):
+    """A row as benchmarks/frontier.py writes it."""
+    return {"dataset": "cifar10-jpeg", "holdout": None, "ipc": 1, "entry": entry, "ours": ours, "method": "dm",
+            "file": None if entry == "random subsets" else f"{entry}-{seconds}.safetensors", "seconds": seconds,
+            "protocol": "dc", "runs": 2, "result": {"accuracies": [mean - 1, mean + 1], "mean": mean, "std": 1.0},
+            **extra}
+
+
+def test_report_plots_accuracy_against_distillation_time(tmp_path):
+    rows = [frontier_row("random subsets", 0.0, 14.0, False), frontier_row("dm anytime", 120.0, 25.0, False),
+            frontier_row("dm anytime", 600.0, 33.0, False), frontier_row("devs+ balanced", 597.0, 35.9, True)]
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "frontier.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
+    stages = tmp_path / "in" / "x.stages"
+    stages.mkdir()
+    (stages / "dm-ipc1-0123abcd.progress.safetensors").write_bytes(b"resume state, not a set")
+    index = build_report([tmp_path / "in"], tmp_path / "out")
+    page = index.read_text()
+    assert "Accuracy vs. distillation time" in page and "frontier-cifar10-jpeg-dc-ipc1.png" in page
+    assert "Skipped inputs" not in page  # a matching run's progress file is not an input to complain about
+    with Image.open(tmp_path / "out" / "frontier-cifar10-jpeg-dc-ipc1.png") as image:
+        assert image.width > 300
+    table = list(csv.DictReader((tmp_path / "out" / "frontier.csv").open()))
+    assert [(r["entry"], r["seconds"], r["devs's"]) for r in table if r["entry"] == "devs+ balanced"] == [
+        ("devs+ balanced", "597.0", "yes")]
+    assert len(table) == 4

@@ -143,12 +143,30 @@ def cuda_peak_memory_mib() -> float | None:
     return torch.cuda.max_memory_allocated() / 2**20
 
 
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the CPU features that change training speed
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which of SPEED_FLAGS it has, from /proc/cpuinfo ("" where unreadable)."""
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return ""
+    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
+    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    present = [flag for flag in SPEED_FLAGS if flag in flags]
+    return f"{model} ({', '.join(present) or 'none of ' + '/'.join(SPEED_FLAGS)})" if model else ""
+
+
 def environment() -> dict[str, str]:
     """Python, torch and the machine, as run records and reports state them."""
     from . import __version__
 
     info = {"devs": __version__, "python": platform.python_version(), "torch": torch.__version__,
             "machine": f"{platform.machine()} {platform.system()}, {os.cpu_count()} CPUs"}
+    cpu = cpu_description()
+    if cpu:
+        info["cpu"] = cpu
     if torch.cuda.is_available():
         info["gpu"] = torch.cuda.get_device_name(0)
     return info

@@ -3,9 +3,10 @@
 Inputs are distilled ``.safetensors`` files (with the ``.json`` run record ``devs distill`` writes next to
 each), directories (searched recursively for those, for DEvS stage files
 ``stage<N>-ipc<K>-<hash>.safetensors`` and for benchmark results), and the ``.jsonl`` results of
-``benchmarks/devs_table.py`` and ``benchmarks/table1.py``. Unreadable inputs are skipped with a warning.
-``collect`` gathers them into a ``Collected``: the runs with their matched stage files, the accuracy
-measurements (``Point``) and the distillation costs (``Timing``).
+``benchmarks/devs_table.py``, ``benchmarks/table1.py`` and ``benchmarks/frontier.py``. Unreadable inputs
+are skipped with a warning. ``collect`` gathers them into a ``Collected``: the runs with their matched stage
+files, the accuracy measurements (``Point``), the distillation costs (``Timing``) and the time-to-accuracy
+points (``FrontierPoint``).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ logger = logging.getLogger(__name__)
 
 STAGE_FILE = re.compile(r"stage(\d+)-ipc(\d+)-[0-9a-f]+\.safetensors")
 EXTRACTOR_FILE = re.compile(r"extractor\d+-[0-9a-f]+\.safetensors")  # trained nets in a checkpoint dir, not sets
+PROGRESS_FILE = re.compile(r".+\.progress\.safetensors")  # matching runs' resume state (methods/progress.py)
 # Settings that may differ between runs sharing one stage checkpoint (see DEvS._stage_key), or that only
 # stage files carry: ignored when deciding whether a stage file belongs to a run.
 # "recipe" names how the run's settings were chosen; the settings themselves are compared.
@@ -109,6 +111,23 @@ class Timing:
 
 
 @dataclass
+class FrontierPoint:
+    """One set of a time-to-accuracy run (benchmarks/frontier.py): its entry, its distillation seconds and its
+    accuracy; ``entry`` "random subsets" (seconds 0) is the same-size random real baseline."""
+
+    dataset: str
+    protocol: str
+    ipc: int
+    entry: str
+    ours: bool
+    seconds: float
+    mean: float
+    std: float
+    nets: int
+    source: str
+
+
+@dataclass
 class Collected:
     """Everything found in the inputs."""
 
@@ -116,6 +135,7 @@ class Collected:
     loose_stages: list[Stage] = field(default_factory=list)  # stage files given as inputs but matching no run
     points: list[Point] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
+    frontier: list[FrontierPoint] = field(default_factory=list)
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def skip(self, path: Path | str, reason: str) -> None:
@@ -123,7 +143,7 @@ class Collected:
         self.skipped.append((str(path), reason))
 
     def empty(self) -> bool:
-        return not (self.runs or self.loose_stages or self.points or self.timings)
+        return not (self.runs or self.loose_stages or self.points or self.timings or self.frontier)
 
 
 def collect(inputs: Iterable[str | Path]) -> Collected:
@@ -165,7 +185,8 @@ def _expand(inputs: Iterable[str | Path], found: Collected) -> list[Path]:
         path = Path(item)
         if path.is_dir():
             inside = sorted(p for p in path.rglob("*") if p.suffix in (".safetensors", ".jsonl") and p.is_file()
-                            and not p.name.startswith(".") and not EXTRACTOR_FILE.fullmatch(p.name))
+                            and not p.name.startswith(".") and not EXTRACTOR_FILE.fullmatch(p.name)
+                            and not PROGRESS_FILE.fullmatch(p.name))
             if not inside:
                 found.skip(path, "no .safetensors or .jsonl files in this directory")
             files.update((p.resolve(), p) for p in inside if p.resolve() not in files)
@@ -297,14 +318,19 @@ def _read_benchmark(path: Path, found: Collected) -> None:
     bad: list[str] = []
     for number, line in enumerate(lines, start=1):
         try:
-            points, timing = _benchmark_row(json.loads(line), path.name)
+            row = json.loads(line)
+            if "entry" in row and "seconds" in row:  # benchmarks/frontier.py
+                found.frontier.append(_frontier_point(row, path.name))
+                continue
+            points, timing = _benchmark_row(row, path.name)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             bad.append(f"line {number}: {type(error).__name__} {error}")
             continue
         found.points += points
         found.timings += [timing] if timing else []
     if bad and len(bad) == len(lines):
-        found.skip(path, f"no benchmark rows ({bad[0]}); give results of benchmarks/devs_table.py or table1.py")
+        found.skip(path, f"no benchmark rows ({bad[0]}); give results of benchmarks/devs_table.py, table1.py or "
+                         "frontier.py")
     elif not lines:
         found.skip(path, "empty file")
     elif bad:
@@ -333,6 +359,14 @@ def _benchmark_row(row: dict[str, Any], source: str) -> tuple[list[Point], Timin
                         row.get("distill_peak_memory_mib"), row.get("distill_cuda_peak_memory_mib"),
                         row.get("stages") or [], str(row.get("machine", "")), source)
     return points, timing
+
+
+def _frontier_point(row: dict[str, Any], source: str) -> FrontierPoint:
+    dataset = row["dataset"] + (f"-holdout{row['holdout']}" if row.get("holdout") else "")
+    result = row["result"]
+    return FrontierPoint(str(dataset), str(row["protocol"]), int(row["ipc"]), str(row["entry"]), bool(row["ours"]),
+                         float(row["seconds"]), float(result["mean"]), float(result["std"]),
+                         len(result.get("accuracies") or []), source)
 
 
 def recorded_environment(record: dict[str, Any]) -> str:

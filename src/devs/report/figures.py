@@ -11,7 +11,7 @@ from dataclasses import dataclass
 from typing import Any, Iterable, Sequence
 
 from ..reporting import plain_text
-from .collect import CEILING, Point, Run, Timing, recorded_environment
+from .collect import CEILING, FrontierPoint, Point, Run, Timing, recorded_environment
 
 METHOD_ORDER = ("random", "herding", "kcenter", "forgetting", "dc", "dm", "devs")  # as in benchmarks/table1.py
 STAGE_TIMINGS = ("train_s", "features_s", "cluster_s", "average_s")
@@ -93,6 +93,52 @@ def accuracy_figure(plot: AccuracyPlot):
     axes.grid(alpha=0.3)
     axes.legend(fontsize=8, loc="best")
     return figure
+
+
+RANDOM_SUBSETS = "random subsets"  # benchmarks/frontier.py's name for the same-size random real baseline
+
+
+def frontier_groups(points: Sequence[FrontierPoint]) -> dict[tuple[str, str, int], list[FrontierPoint]]:
+    """Points by (dataset, protocol, images per class): one time-to-accuracy figure each."""
+    groups: dict[tuple[str, str, int], list[FrontierPoint]] = {}
+    for point in points:
+        groups.setdefault((point.dataset, point.protocol, point.ipc), []).append(point)
+    return dict(sorted(groups.items()))
+
+
+def frontier_figure(points: Sequence[FrontierPoint]):
+    """Accuracy against distillation seconds (log scale) of one group: a line per entry through its sets
+    (devs's methods solid, the others dashed), the random real subsets as a grey band."""
+    from matplotlib.figure import Figure
+
+    figure = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
+    axes = figure.add_subplot()
+    first = points[0]
+    for entry in sorted({p.entry for p in points if p.entry != RANDOM_SUBSETS}, key=method_sort_key):
+        series = sorted((p for p in points if p.entry == entry), key=lambda p: p.seconds)
+        style = dict(linestyle="-", marker="o") if series[0].ours else dict(linestyle="--", marker="s")
+        axes.errorbar([max(p.seconds, 0.1) for p in series], [p.mean for p in series], yerr=[p.std for p in series],
+                      capsize=3, markersize=4, label=plain_text(entry), **style)
+    random = [p for p in points if p.entry == RANDOM_SUBSETS]
+    if random:
+        mean, std = random[0].mean, random[0].std
+        axes.axhspan(mean - std, mean + std, color="0.85", alpha=0.6, linewidth=0)
+        axes.axhline(mean, color="0.45", linestyle=":", label=f"random real subsets ({mean:.1f} ± {std:.1f})")
+    axes.set_xscale("log")
+    axes.set_xlabel("distillation seconds (the whole run; log scale)")
+    axes.set_ylabel(f"test accuracy (%), protocol {first.protocol}")
+    axes.set_title(plain_text(f"{first.dataset}, {first.ipc} per class: accuracy against time"), fontsize=11)
+    axes.grid(alpha=0.3, which="both")
+    axes.legend(fontsize=7, loc="best")
+    return figure
+
+
+def frontier_table(points: Sequence[FrontierPoint]) -> Table:
+    rows = [[p.dataset, p.protocol, p.ipc, p.entry, "yes" if p.ours else "", _number(p.seconds, 1), _number(p.mean),
+             _number(p.std), p.nets, p.source]
+            for p in sorted(points, key=lambda p: (p.dataset, p.protocol, p.ipc, p.entry, p.seconds))]
+    return Table("frontier", ["dataset", "protocol", "ipc", "entry", "devs's", "seconds", "mean", "std", "nets",
+                              "source"], rows)
 
 
 # ----------------------------------------------------------------------------------------------- tables

@@ -26,6 +26,9 @@ from .figures import (
     accuracy_plots,
     accuracy_table,
     csv_text,
+    frontier_figure,
+    frontier_groups,
+    frontier_table,
     runs_table,
     stage_table,
     timing_table,
@@ -102,6 +105,7 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, max_per_clas
     page.add(f"<h1>devs report</h1><p class=meta>{len(found.runs)} distilled set(s), {len(found.points)} accuracy "
              f"measurement(s) from {esc(', '.join(inputs))}; built {esc(_creation_time())}.</p>")
     _accuracy_section(page, found)
+    _frontier_section(page, found)
     _grid_section(page, found, max_per_class)
     _timing_section(page, found)
     _runs_section(page, found)
@@ -123,6 +127,19 @@ def _accuracy_section(page: Page, found: Collected) -> None:
         page.figure(accuracy_figure(plot), f"accuracy-{number:02d}-{slug(plot.dataset)}-{slug(plot.protocol)}.png",
                     alt=f"accuracy plot: {plot.title}")
     page.table(accuracy_table(found.points), "Every measurement", folded=True)
+
+
+def _frontier_section(page: Page, found: Collected) -> None:
+    if not found.frontier:
+        return
+    page.add("<h2>Accuracy vs. distillation time</h2><p class=meta>Each set's test accuracy (mean ± std over its "
+             "nets) against the seconds its distillation took, the whole run included (benchmarks/frontier.py): "
+             "lines through an anytime run's snapshots, one point for methods with one cost; solid = devs's "
+             "methods, dashed = the others; band = random real subsets of the same size.</p>")
+    for (dataset, protocol, ipc), points in frontier_groups(found.frontier).items():
+        page.figure(frontier_figure(points), f"frontier-{slug(dataset)}-{slug(protocol)}-ipc{ipc}.png",
+                    alt=f"accuracy against distillation time: {dataset}, {protocol}, {ipc} per class")
+    page.table(frontier_table(found.frontier), "Every set of the time-to-accuracy runs", folded=True)
 
 
 def _grid_section(page: Page, found: Collected, max_per_class: int) -> None:

@@ -1,0 +1,235 @@
+"""Time-to-accuracy frontier: every method distilled under growing wall-clock budgets, judged under one protocol.
+
+Each entry is one ``devs distill`` command run alone (its own checkpoint folder, so no entry reuses another's
+extractor and every time is the entry's whole cost). Methods that learn step by step (dc, dm, devs+ with a
+long DM step) run once as an *anytime* run: ``--time-budget`` the largest budget and ``--snapshots`` the
+others, so one run gives the set they would have returned at each budget. The other entries (DEvS, devs+
+fast/balanced, the coresets) have one natural cost and give one point. Every set is then evaluated under
+--protocol with --runs fresh nets; the random real subset of the same size is evaluated once per size.
+
+One JSON line per evaluated set goes to --results as soon as it is known (seconds = the elapsed time of
+the snapshot, or the distillation's wall time); a rerun skips distillations whose file exists and sets
+already evaluated. A dc or dm anytime run killed midway resumes with its clock (--resume); the other
+entries start again.
+
+    python benchmarks/frontier.py --dataset .data/cifar10-jpeg.tar.gz --ipc 1 --budgets 2m,10m,30m,60m \
+        --protocol dc --results benchmarks/results/frontier-cpu.jsonl --work-dir runs/bench/frontier-cpu
+    python benchmarks/frontier.py --results benchmarks/results/frontier-cpu.jsonl --markdown --plot DIR
+
+``--markdown`` prints, per size, every point and then for each budget the best entry whose time fits in
+it, devs's own methods beside the others; ``--plot DIR`` writes ``frontier-DATASET-PROTOCOL-ipcK.png``
+per size (the figure ``devs report`` shows for these results).
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime as dt
+import json
+import shlex
+import shutil
+import sys
+from pathlib import Path
+
+from devs_table import machine, read_rows, run
+
+from devs.recipes import parse_duration
+from devs.report.figures import frontier_figure, frontier_groups
+from devs.snapshots import snapshot_path
+
+# name -> (devs distill options, anytime). Anytime entries get --time-budget and --snapshots from --budgets.
+ENTRIES: dict[str, tuple[list[str], bool]] = {
+    "random": (["--method", "random"], False),
+    "herding": (["--method", "herding"], False),
+    "kcenter": (["--method", "kcenter"], False),
+    "forgetting": (["--method", "forgetting"], False),
+    "devs": (["--method", "devs"], False),
+    "devs+ fast": (["--method", "devs+", "--recipe", "fast"], False),
+    "devs+ balanced": (["--method", "devs+", "--recipe", "balanced"], False),
+    # The DM step made long enough for the largest budget; the snapshots are its shorter runs.
+    "devs+ anytime": (["--method", "devs+", "--param", "finetune_iterations=1000000"], True),
+    "dm anytime": (["--method", "dm", "--param", "iterations=1000000"], True),
+    "dc anytime": (["--method", "dc", "--param", "iterations=1000"], True),  # the published 1,000 at most
+}
+OURS = {"devs", "devs+ fast", "devs+ balanced", "devs+ anytime"}  # devs's own methods (the rest are baselines)
+RESUMABLE = {"dm anytime", "dc anytime"}  # matching runs resume with their clock; the others start again
+
+
+def slug(entry: str) -> str:
+    return entry.replace("+", "-plus").replace(" ", "-")
+
+
+def bench(args: argparse.Namespace) -> None:
+    results = Path(args.results)
+    results.parent.mkdir(parents=True, exist_ok=True)
+    work = Path(args.work_dir)
+    work.mkdir(parents=True, exist_ok=True)
+    budgets = [parse_duration(text) for text in args.budgets.split(",")]
+    data = ["--dataset", args.dataset] + (["--holdout", str(args.holdout)] if args.holdout else [])
+    stem = Path(args.dataset).name.split(".")[0]
+    for entry in args.entries:
+        if entry not in ENTRIES:
+            raise SystemExit(f"frontier.py: unknown entry {entry!r}; valid: {', '.join(ENTRIES)}")
+    for ipc in args.ipc:
+        if not args.no_baseline:
+            baseline(args, results, data, stem, ipc)
+        for entry in args.entries:
+            files = distill(args, entry, work, data, stem, ipc, budgets)
+            for path, seconds, record in files:
+                evaluate(args, results, data, stem, ipc, entry, path, seconds, record)
+
+
+def distill(args, entry: str, work: Path, data: list[str], stem: str, ipc: int, budgets: list[float]):
+    """Distil one entry (unless its file exists); its files with their seconds and the run record."""
+    options, anytime = ENTRIES[entry]
+    out = work / f"{stem}-{slug(entry)}-ipc{ipc}.safetensors"
+    stages = out.with_suffix(".stages")
+    argv = [sys.executable, "-m", "devs", "distill", *data, "--ipc", str(ipc), *options, "--device", args.device,
+            "--seed", str(args.seed), "--out", str(out), "--checkpoint-dir", str(stages), "--no-evaluate", "-q"]
+    if anytime:
+        argv += ["--time-budget", f"{budgets[-1]:g}s"]
+        if len(budgets) > 1:
+            argv += ["--snapshots", ",".join(f"{b:g}s" for b in budgets[:-1])]
+    if entry in RESUMABLE:
+        argv += ["--resume"]
+    if not out.exists():
+        if entry not in RESUMABLE and stages.exists():
+            shutil.rmtree(stages)  # a killed run's extractor would make this one look cheaper
+        run(argv)
+    record = json.loads(out.with_suffix(".json").read_text())
+    files = [(Path(s["file"]), s["elapsed_s"], record) for s in record.get("snapshots", [])]
+    return files + [(out, record["wall_time_s"], record)]
+
+
+def baseline(args, results: Path, data: list[str], stem: str, ipc: int) -> None:
+    """The random real subsets of this size (a new one per net), once per size and protocol."""
+    key = ("random subsets", ipc, args.protocol, args.holdout)
+    if any((row["entry"], row["ipc"], row["protocol"], row.get("holdout")) == key for row in read_rows(results)):
+        return
+    probe = Path(args.work_dir) / f"{stem}-random-probe-ipc{ipc}.safetensors"
+    if not probe.exists():  # devs evaluate needs a file of the size: any random coreset of it will do
+        run([sys.executable, "-m", "devs", "distill", *data, "--ipc", str(ipc), "--method", "random", "--out",
+             str(probe), "--no-evaluate", "-q"])
+    report = json.loads(run(evaluate_argv(args, data, probe)))
+    append(results, args, stem, ipc, "random subsets", report["results"][1], seconds=0.0, file=None, record=None,
+           command=shlex.join(evaluate_argv(args, data, probe)))
+
+
+def evaluate_argv(args, data: list[str], path: Path, baseline: bool = True) -> list[str]:
+    argv = [sys.executable, "-m", "devs", "evaluate", str(path), *data, "--protocol", args.protocol, "--runs",
+            str(args.runs), "--seed", str(args.seed), "--device", args.device, "--json", "-q"]
+    argv += ["--eval-epochs", str(args.eval_epochs)] if args.eval_epochs else []
+    return argv + ([] if baseline else ["--no-baseline"])
+
+
+def evaluate(args, results: Path, data, stem, ipc, entry, path: Path, seconds: float, record: dict) -> None:
+    done = {(row["entry"], row.get("file"), row["protocol"]) for row in read_rows(results)}
+    if (entry, str(path), args.protocol) in done:
+        return
+    argv = evaluate_argv(args, data, path, baseline=False)
+    report = json.loads(run(argv))
+    append(results, args, stem, ipc, entry, report["results"][0], seconds=seconds, file=str(path), record=record,
+           command=shlex.join(argv))
+
+
+def append(results: Path, args, stem: str, ipc: int, entry: str, result: dict, *, seconds: float, file, record,
+           command: str) -> None:
+    snapshot = None
+    if record is not None and file != record["file"]:
+        snapshot = next(s for s in record["snapshots"] if s["file"] == file)
+    row = {
+        "dataset": stem, "holdout": args.holdout, "ipc": ipc, "entry": entry, "ours": entry in OURS,
+        "method": record["method"] if record else "random", "recipe": record.get("recipe") if record else None,
+        "file": file, "seconds": seconds, "snapshot_at_s": snapshot["at_s"] if snapshot else None,
+        "iterations_done": (snapshot or {}).get("iterations_done") if snapshot else (record or {}).get("fit", {}).get(
+            "iterations_done_"),
+        "protocol": args.protocol, "runs": args.runs, "eval_epochs": args.eval_epochs, "result": result,
+        "distill_command": shlex.join(record["command"]) if record else None, "evaluate_command": command,
+        "environment": (record or {}).get("environment"), "machine": machine(),
+        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+    }
+    with results.open("a") as handle:
+        handle.write(json.dumps(row) + "\n")
+    print(f"ipc {ipc} {entry} at {seconds:.0f} s: {result['mean']:.2f} ± {result['std']:.2f}", flush=True)
+
+
+# ----------------------------------------------------------------------------- reading the results
+def best_within(rows: list[dict], budget: float, ours: bool) -> dict | None:
+    fitting = [row for row in rows if row["ours"] == ours and row["file"] and row["seconds"] <= budget]
+    return max(fitting, key=lambda row: row["result"]["mean"], default=None)
+
+
+def markdown(rows: list[dict], budgets: list[float]) -> str:
+    lines = []
+    for ipc in sorted({row["ipc"] for row in rows}):
+        at = [row for row in rows if row["ipc"] == ipc]
+        random = next((row["result"] for row in at if row["entry"] == "random subsets"), None)
+        lines += [f"### {ipc} per class ({at[0]['protocol']} protocol, {at[0]['runs']} nets)", "",
+                  "| entry | seconds | iterations | accuracy (%) |", "|---|---|---|---|"]
+        for row in sorted((r for r in at if r["file"]), key=lambda r: (r["entry"], r["seconds"])):
+            result = row["result"]
+            lines.append(f"| {row['entry']} | {row['seconds']:.0f} | {row['iterations_done'] or ''} | "
+                         f"{result['mean']:.1f} ± {result['std']:.1f} |")
+        if random:
+            lines.append(f"| random real subsets | 0 | | {random['mean']:.1f} ± {random['std']:.1f} |")
+        lines += ["", "| budget | best of devs's methods | best of the others |", "|---|---|---|"]
+        for budget in budgets:
+            cells = []
+            for ours in (True, False):
+                best = best_within(at, budget, ours)
+                cells.append(f"{best['entry']} {best['result']['mean']:.1f} ± {best['result']['std']:.1f} "
+                             f"({best['seconds']:.0f} s)" if best else "none finished")
+            lines.append(f"| {budget:g} s | {cells[0]} | {cells[1]} |")
+        lines.append("")
+    return "\n".join(lines)
+
+
+def plot(results: Path, folder: Path) -> list[Path]:
+    """One PNG per (dataset, protocol, size), drawn by the code behind devs report's frontier figures."""
+    from devs.report.collect import collect
+    from devs.reporting import save_figure
+
+    folder.mkdir(parents=True, exist_ok=True)
+    written = []
+    for (dataset, protocol, ipc), points in frontier_groups(collect([results]).frontier).items():
+        path = folder / f"frontier-{dataset}-{protocol}-ipc{ipc}.png"
+        save_figure(frontier_figure(points), path)
+        written.append(path)
+    return written
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--dataset")
+    parser.add_argument("--holdout", type=int, help="evaluate on N held-out training images (a validation split)")
+    parser.add_argument("--ipc", type=int, nargs="+", default=[1])
+    parser.add_argument("--budgets", default="2m,10m,30m,60m", help="ascending durations; the last is the longest run")
+    parser.add_argument("--entries", type=lambda text: [part.strip() for part in text.split(",")],
+                        default=list(ENTRIES), help=f"comma-separated, from: {', '.join(ENTRIES)}")
+    parser.add_argument("--protocol", default="dc")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--eval-epochs", type=int, help="override the protocol's epochs (quick checks only)")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--no-baseline", action="store_true", help="skip the random real subsets")
+    parser.add_argument("--results", required=True)
+    parser.add_argument("--work-dir", default="runs/frontier")
+    parser.add_argument("--markdown", action="store_true", help="print the recorded results as tables")
+    parser.add_argument("--plot", metavar="DIR", help="write frontier-ipcK.png per size from the recorded results")
+    args = parser.parse_args(argv)
+    if args.markdown or args.plot:
+        rows = read_rows(Path(args.results))
+        if args.markdown:
+            print(markdown(rows, [parse_duration(text) for text in args.budgets.split(",")]))
+        if args.plot:
+            for path in plot(Path(args.results), Path(args.plot)):
+                print(f"wrote {path}")
+        return 0
+    if not args.dataset:
+        parser.error("--dataset is required to run the benchmark")
+    bench(args)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,42 @@
+"""benchmarks/frontier.py: the budget table reads recorded rows right (the runs themselves are benchmarks)."""
+
+import sys
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "benchmarks"))
+
+import frontier  # noqa: E402
+
+
+def row(entry, seconds, mean, ours):
+    return {"dataset": "cifar10-jpeg", "ipc": 1, "entry": entry, "ours": ours, "protocol": "dc", "runs": 3,
+            "file": None if entry == "random subsets" else f"{entry}.safetensors", "seconds": seconds,
+            "iterations_done": None, "result": {"mean": mean, "std": 0.5}}
+
+
+ROWS = [row("random subsets", 0, 14.0, False), row("random", 0.1, 13.0, False), row("dm anytime", 118, 24.0, False),
+        row("dm anytime", 602, 36.6, False), row("devs", 300, 20.0, True), row("devs+ balanced", 597, 35.9, True)]
+
+
+def test_best_within_a_budget_takes_only_what_fits():
+    assert frontier.best_within(ROWS, 120, ours=False)["seconds"] == 118
+    assert frontier.best_within(ROWS, 120, ours=True) is None  # nothing of ours finished in 2 minutes
+    assert frontier.best_within(ROWS, 600, ours=True)["entry"] == "devs+ balanced"
+    assert frontier.best_within(ROWS, 600, ours=False)["seconds"] == 118  # dm's 602 s set does not fit in 600
+    assert frontier.best_within(ROWS, 3600, ours=False)["result"]["mean"] == 36.6
+
+
+def test_markdown_lists_every_set_and_each_budgets_best():
+    text = frontier.markdown(ROWS, [120.0, 600.0, 3600.0])
+    assert "| random real subsets | 0 | | 14.0 ± 0.5 |" in text
+    assert "| 120 s | none finished | dm anytime 24.0 ± 0.5 (118 s) |" in text
+    assert "| 600 s | devs+ balanced 35.9 ± 0.5 (597 s) | dm anytime 24.0 ± 0.5 (118 s) |" in text
+    assert text.count("| dm anytime |") == 2
+
+
+def test_every_entry_names_a_method_and_anytime_entries_can_snapshot():
+    from devs.methods import get_method
+
+    for name, (options, anytime) in frontier.ENTRIES.items():
+        method = get_method(options[options.index("--method") + 1])
+        assert method.supports_snapshots or not anytime, name
