@@ -53,7 +53,9 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PY = "python"  # in a step's command: this interpreter (sys.executable)
 CIFAR = ".data/cifar10-jpeg.tar.gz"  # the JPEG copy of ../shared/data/cifar10-jpeg.tar.gz (carry it to a GPU)
-DATA = {"cifar10": (CIFAR, None), "fashion-mnist": ("fashion-mnist", ".data/fashion-mnist"), "digits": ("digits", None)}
+MNIST = "../shared/data/mnist-png.tar.gz"  # MNIST as lossless PNGs (carry .data/ or shared/ to a GPU)
+DATA = {"cifar10": (CIFAR, None), "fashion-mnist": ("fashion-mnist", ".data/fashion-mnist"), "digits": ("digits", None),
+        "mnist": (MNIST, None)}
 OLD_DM_SRC = "runs/old-dm/src"  # the src/ of commit fa7dc26 (per-class DM loop): git worktree add runs/old-dm fa7dc26
 DISTILL_MARKERS = ("--distill-args", "--common-args")  # in pass-through args: what follows goes to devs distill
 # Pinned where the defaults changed after the recorded runs (2026-11-30: global clustering, torch k-means).
@@ -793,6 +795,33 @@ def exp_frontier(run: Run) -> None:
                   what="the plots from the recorded rows", extras=False))
 
 
+def exp_flip(run: Run) -> None:
+    """Flips on digit images (issue #24, item 6): DEvS on MNIST (28 px) at 10 per class on a validation split,
+    its extractor trained with and without horizontal flips, judged under dc (no augmentation, so only the
+    extractor differs); then the no-flip set under dsa with and without flips in the augmentation."""
+    data = "digits" if run.smoke else "mnist"
+    holdout = run.pick(5000, 5000, smoke=300)
+    short = ["--epochs", "1"] if run.smoke else []
+    chain = []
+    for flip in ("no-flip", "flip"):
+        chain.append(devs_table_step(run, flip, results=run.file(), config=f"devs-{flip}", data=data,
+                                     ipcs=[run.pick(10, 10, smoke=2)], protocols=["dc"], work=run.work / flip,
+                                     distill=[f"--{flip}", *short], holdout=holdout,
+                                     eval_epochs=3 if run.smoke else None, group="extractor",
+                                     what=f"DEvS with its extractor trained {'with' if flip == 'flip' else 'without'} "
+                                          "flips, dc protocol"))
+    stem = Path(run.data(data)[1]).name.split(".")[0]
+    no_flip = run.work / "no-flip" / f"{stem}-holdout{holdout}-devs-no-flip-ipc{run.pick(10, 10, smoke=2)}-seed0.safetensors"
+    for flip in ("no-flip", "flip"):
+        chain.append(Step(f"dsa-{flip}", [PY, "-m", "devs", "evaluate", run.rel(no_flip), *run.data(data), "--holdout",
+                                          str(holdout), "--protocol", "dsa", "--runs", "3", f"--{flip}", "--device",
+                                          run.device, "--json", "-q"] + (["--eval-epochs", "3"] if run.smoke else []),
+                          what=f"the no-flip set under dsa {'with' if flip == 'flip' else 'without'} flips",
+                          group="protocol", capture=run.file("dsa"),
+                          done=has_row(run.file("dsa"), step=f"dsa-{flip}")))
+    run.chain(chain)
+
+
 def exp_evaluation(run: Run) -> None:
     results = run.file()
     smoke = ["--nets", "1", "--variants", "devs evaluate"] if run.smoke else []
@@ -863,6 +892,10 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("frontier", "accuracy against distillation time: every method under growing budgets (anytime runs "
                "for dc, dm and devs+), one protocol, random beside (frontier.py)",
                "Accuracy against distillation time", exp_frontier, data=("cifar10",)),
+    Experiment("flip", "horizontal flips on MNIST: DEvS's extractor trained with and without them (dc), and the "
+               "dsa protocol with and without them (devs_table.py, devs evaluate)",
+               "Augmentation that fits the data (issue \"Evaluation the field trusts\", item 6)", exp_flip,
+               data=("mnist",)),
     Experiment("evaluation", "evaluating a 10-image set: plain runs against devs evaluate (evaluation.py; times the "
                "CPU)", "Speed (issue #8)", exp_evaluation, data=("cifar10",), devices=("cpu",)),
     Experiment("clustering", "k-means backends: time and inertia on synthetic and on real DEvS features "
