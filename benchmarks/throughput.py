@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 
 from devs.models import build_model
-from devs.runtime import resolve_device
+from devs.runtime import cpu_description, resolve_device
 from devs.train import Normalizer, TrainRecipe, train_classifier
 from devs_table import record
 
@@ -41,9 +41,10 @@ def plain_loop(images: torch.Tensor, targets: torch.Tensor, steps: int, batch: i
 
 
 def devs_loop(images: torch.Tensor, targets: torch.Tensor, steps: int, batch: int, device: torch.device,
-              compile: bool, warmup: int) -> float:
+              compile: bool, warmup: int, precision: str = "fp32") -> float:
     """devs's train_classifier with the DEvS recipe; ``warmup`` untimed steps first (compilation happens there)."""
-    recipe = TrainRecipe(batch_size=batch, max_shift=5, flip=True, mixup_alpha=0.4, compile=compile)
+    recipe = TrainRecipe(batch_size=batch, max_shift=5, flip=True, mixup_alpha=0.4, compile=compile,
+                         precision=precision)
     normalizer = Normalizer([0.5] * 3, [0.25] * 3, device)
     net = build_model("convnet", in_channels=3, num_classes=10, image_size=(32, 32), seed=0, dropout=0.2)
     # One epoch of exactly `steps` batches: the set is cut to steps * batch images.
@@ -92,6 +93,8 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=256)
     parser.add_argument("--device", default="auto")
     parser.add_argument("--results", help="append the result as one JSON line here")
+    parser.add_argument("--bf16", action="store_true",
+                        help="also time the devs loop under bfloat16 autocast (eager and compiled)")
     args = parser.parse_args()
     device = resolve_device(args.device)
     generator = torch.Generator().manual_seed(0)
@@ -101,8 +104,11 @@ def main() -> None:
 
     plain_loop(images, targets, args.warmup, args.batch, device)  # warm the allocator and kernels
     rates = {"plain fp32 loop": args.steps * args.batch / plain_loop(images, targets, args.steps, args.batch, device)}
-    for name, compile in (("devs loop", False), ("devs loop, compile", True)):
-        seconds = devs_loop(images, targets, args.steps, args.batch, device, compile, args.warmup)
+    variants = [("devs loop", False, "fp32"), ("devs loop, compile", True, "fp32")]
+    if args.bf16:
+        variants += [("devs loop, bf16 autocast", False, "bf16"), ("devs loop, bf16 autocast, compile", True, "bf16")]
+    for name, compile, precision in variants:
+        seconds = devs_loop(images, targets, args.steps, args.batch, device, compile, args.warmup, precision)
         rates[name] = args.steps * args.batch / seconds
     rates["convolutions alone (a bound, not a loop)"] = (
         args.steps * args.batch / convolutions_alone(args.steps, args.batch, device))
@@ -112,7 +118,7 @@ def main() -> None:
         print(f"| {name} | {rate:.0f} | {rate / rates['plain fp32 loop']:.2f}x |")
     speedup = max(rate for name, rate in rates.items() if name.startswith("devs")) / rates["plain fp32 loop"]
     record(args.results, {"rates": rates, "speedup": speedup, "steps": args.steps, "batch": args.batch,
-                          "device": str(device)})
+                          "device": str(device), "cpu": cpu_description()})
     print(f"speedup {speedup:.2f}")
 
 

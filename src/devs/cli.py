@@ -25,7 +25,6 @@ from .io import load_distilled
 from .methods import METHODS, get_method, list_methods
 from .methods.base import zca_methods
 from .recipes import DEFAULT_RECIPE, RECIPES, parse_duration, resolve_recipe
-from .snapshots import Snapshots, snapshot_path
 from .reporting import save_grid
 from .runtime import (
     DEVICE_CHOICES,
@@ -36,6 +35,8 @@ from .runtime import (
     peak_memory_mib,
     resolve_device,
 )
+from .snapshots import Snapshots, snapshot_path
+from .train import PRECISION_CHOICES
 from .zca import DEFAULT_REGULARIZATION as ZCA_REGULARIZATION
 
 logger = logging.getLogger("devs")
@@ -134,6 +135,10 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--compile", action="store_true",
                         help="train and infer with torch.compile: about 1.5x (training) and 2x (inference) faster on CPU "
                         "after 20-50 s of compiling; for long runs (also compiles the distillation's extractor)")
+    parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
+                        help="train and test the judging nets in fp32, or under bfloat16 autocast (bf16; auto = bf16 "
+                        "where the CPU has AVX-512 BF16 or AMX, or the GPU supports it: about 1.8x faster training "
+                        "there; see BENCHMARKS 'Speed'). Default: fp32")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also evaluate a random class-balanced real subset of the same size (default: on)")
 
@@ -308,7 +313,7 @@ def _run_evaluation(args: argparse.Namespace, distilled, dataset) -> list[dict[s
     """The set (and, with the baseline, a random subset) on each model of ``--model``: set, random, set, random, ..."""
     PROTOCOLS.get(args.protocol)
     common = dict(protocol=args.protocol, runs=args.runs, seed=args.seed, device=args.device,
-                  epochs=args.eval_epochs, progress=not args.quiet, compile=args.compile)
+                  epochs=args.eval_epochs, progress=not args.quiet, compile=args.compile, precision=args.precision)
     results = []
     for model in getattr(args, "models", None) or [None]:  # `devs distill` has no --model: the protocol's
         result = evaluate(distilled, dataset, model=model, labels=getattr(args, "labels", "soft"), **common)

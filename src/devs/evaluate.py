@@ -28,7 +28,7 @@ from .methods.coresets import balanced_counts, random_subset_indices
 from .models import MODELS, build_model
 from .registry import Registry
 from .runtime import resolve_device
-from .train import Normalizer, TrainRecipe, accuracy, train_classifier
+from .train import Normalizer, TrainRecipe, accuracy, resolve_precision, train_classifier
 from .zca import ZCA, check_matches
 
 logger = logging.getLogger(__name__)
@@ -113,6 +113,7 @@ class EvaluationResult:
     model: str = "convnet"
     labels: str = "soft"
     scores: dict[str, Any] | None = None
+    precision: str = "fp32"  # the nets trained and tested under bf16 autocast ("bf16") or not
 
     @property
     def mean(self) -> float:
@@ -196,18 +197,21 @@ def _train_and_test(
         dropout=protocol.dropout,
     )
     train_classifier(net, images, targets, recipe, normalizer, seed, device)
-    return 100.0 * accuracy(net, dataset.test.images, dataset.test.labels, normalizer, device, compile=recipe.compile)
+    return 100.0 * accuracy(net, dataset.test.images, dataset.test.labels, normalizer, device, compile=recipe.compile,
+                            precision=recipe.precision)
 
 
 def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False,
-             model: str | None = None, flip: bool = True) -> tuple[Protocol, TrainRecipe, str]:
-    """The protocol, its recipe (with ``epochs`` and ``compile`` applied, and without horizontal flips where
-    ``flip`` is false: data whose class a flip changes, ImageDataset.flip) and the model name to train."""
+             model: str | None = None, flip: bool = True, precision: str = "fp32",
+             device: torch.device | None = None) -> tuple[Protocol, TrainRecipe, str]:
+    """The protocol, its recipe (with ``epochs``, ``compile`` and ``precision`` (resolved for ``device``)
+    applied, and without horizontal flips where ``flip`` is false: data whose class a flip changes,
+    ImageDataset.flip) and the model name to train."""
     spec = PROTOCOLS.get(protocol)
     model = model or spec.model
     MODELS.get(model)  # an unknown name fails before any training, listing the valid ones
     check_number("evaluate", "runs", runs, integer=True, low=1)
-    recipe = spec.recipe.replace(compile=compile)
+    recipe = spec.recipe.replace(compile=compile, precision=resolve_precision(precision, device or torch.device("cpu")))
     if epochs is not None:
         check_number("evaluate", "epochs", epochs, integer=True, low=1)
         recipe = recipe.replace(epochs=epochs)
@@ -223,7 +227,7 @@ def hard_labels(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progress: bool, train_and_test,
-              model: str = "convnet", labels: str = "hard") -> EvaluationResult:
+              model: str = "convnet", labels: str = "hard", precision: str = "fp32") -> EvaluationResult:
     """Call ``train_and_test(seed)`` for seeds ``seed .. seed + runs - 1`` and collect the accuracies.
 
     Under torchrun the nets are independent, so rank r trains nets r, r + world, ...; every rank gets
@@ -239,7 +243,8 @@ def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progre
         acc = train_and_test(seed + run)
         done.append((run, acc, time.perf_counter() - start))
         logger.info("%s net %d/%d: %.2f%%", label, run + 1, runs, acc)
-    result = EvaluationResult(label=label, protocol=protocol, size=size, model=model, labels=labels)
+    result = EvaluationResult(label=label, protocol=protocol, size=size, model=model, labels=labels,
+                              precision=precision)
     for run, acc, seconds in sorted(item for part in group.all_gather_object(done) for item in part):
         result.accuracies.append(acc)
         result.seeds.append(seed + run)
@@ -259,19 +264,21 @@ def evaluate(
     compile: bool = False,
     model: str | None = None,
     labels: str = "soft",
+    precision: str = "fp32",
 ) -> EvaluationResult:
     """Train ``runs`` fresh networks (seeds ``seed + i``) on ``distilled``; test on ``dataset.test``.
 
     ``model`` is any registered model (default: the protocol's, ConvNet-3). ``labels="hard"`` trains on
     the one-hot argmax of each label row instead of the stored (soft) rows: what the images alone carry.
     A multi-formation set (``distilled.formation`` > 1) trains on its decoded images; its size in the
-    result is still the number of stored images, the budget it is compared under.
+    result is still the number of stored images, the budget it is compared under. ``precision`` "bf16"
+    trains and tests the nets under bfloat16 autocast; "auto" does so where the device has bf16 units.
     """
     if labels not in LABEL_MODES:
         raise InvalidParameterError(f"Unknown labels {labels!r}. Valid: {', '.join(LABEL_MODES)}.")
-    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip)
-    check_compatible(distilled, dataset)
     torch_device = resolve_device(device)
+    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip, precision, torch_device)
+    check_compatible(distilled, dataset)
     if spec.zca is not None and distilled.zca is None:
         raise InvalidParameterError(
             f"Protocol {protocol!r} trains on ZCA-whitened images, but this set was distilled without ZCA; "
@@ -286,7 +293,7 @@ def evaluate(
         return _train_and_test(images, targets, dataset, spec, recipe, normalizer, net_seed, torch_device, model)
 
     return _run_nets(distilled.method or "distilled", protocol, len(distilled), runs, seed, progress, train_and_test,
-                     model, labels)
+                     model, labels, recipe.precision)
 
 
 def net_inputs(dataset: ImageDataset, device: torch.device, mean: list[float], std: list[float],
@@ -320,13 +327,14 @@ def evaluate_random_baseline(
     compile: bool = False,
     model: str | None = None,
     zca: float | None = None,
+    precision: str = "fp32",
 ) -> EvaluationResult:
     """The same protocol on class-balanced random real subsets of ``size`` images (a new subset per net).
 
     ``model`` as in ``evaluate``; the subsets' labels are their one-hot classes (``labels`` "hard"). ``zca``
     (default: the protocol's) trains on ZCA-whitened images, as a set distilled with that ZCA is judged.
     """
-    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip)
+    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip, precision, resolve_device(device))
     counts = balanced_counts(size, dataset.num_classes)
     available = torch.bincount(dataset.train.labels, minlength=dataset.num_classes).tolist()
     if any(count > have for count, have in zip(counts, available)):
@@ -338,7 +346,7 @@ def evaluate_random_baseline(
         return _train_and_test(dataset.train.images[index], one_hot[index], dataset, spec, recipe, normalizer, net_seed,
                                torch_device, model)
 
-    return _run_nets("random", protocol, size, runs, seed, progress, train_and_test, model)
+    return _run_nets("random", protocol, size, runs, seed, progress, train_and_test, model, precision=recipe.precision)
 
 
 def evaluate_whole_set(
@@ -352,16 +360,18 @@ def evaluate_whole_set(
     compile: bool = False,
     model: str | None = None,
     zca: float | None = None,
+    precision: str = "fp32",
 ) -> EvaluationResult:
     """The same protocol on the whole training set: the ceiling every table shows beside the methods.
 
     ``model`` as in ``evaluate``; the labels are one-hot (``labels`` "hard").
     """
-    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip)
+    spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip, precision, resolve_device(device))
     torch_device, normalizer, one_hot = _real_training_set(dataset, device, spec.zca if zca is None else zca)
 
     def train_and_test(net_seed: int) -> float:
         return _train_and_test(dataset.train.images, one_hot, dataset, spec, recipe, normalizer, net_seed, torch_device,
                                model)
 
-    return _run_nets("whole set", protocol, len(dataset.train), runs, seed, progress, train_and_test, model)
+    return _run_nets("whole set", protocol, len(dataset.train), runs, seed, progress, train_and_test, model,
+                     precision=recipe.precision)

@@ -146,16 +146,34 @@ def cuda_peak_memory_mib() -> float | None:
 SPEED_FLAGS = ("avx2", "avx512f", "avx512_bf16", "amx_bf16")  # the CPU features that change training speed
 
 
-def cpu_description() -> str:
-    """The CPU's model name and which of SPEED_FLAGS it has, from /proc/cpuinfo ("" where unreadable)."""
+def _cpuinfo_field(name: str) -> str:
+    """The first ``name`` line of /proc/cpuinfo ("" where there is none, e.g. off Linux)."""
     try:
-        text = Path("/proc/cpuinfo").read_text()
+        lines = Path("/proc/cpuinfo").read_text().splitlines()
     except OSError:
         return ""
-    model = next((line.split(":", 1)[1].strip() for line in text.splitlines() if line.startswith("model name")), "")
-    flags = next((line.split(":", 1)[1].split() for line in text.splitlines() if line.startswith("flags")), [])
+    return next((line.split(":", 1)[1].strip() for line in lines if line.split(":", 1)[0].strip() == name), "")
+
+
+def cpu_flags() -> set[str]:
+    return set(_cpuinfo_field("flags").split())
+
+
+def cpu_description() -> str:
+    """The CPU's model name and which of SPEED_FLAGS it has, from /proc/cpuinfo ("" where unreadable)."""
+    model, flags = _cpuinfo_field("model name"), cpu_flags()
     present = [flag for flag in SPEED_FLAGS if flag in flags]
     return f"{model} ({', '.join(present) or 'none of ' + '/'.join(SPEED_FLAGS)})" if model else ""
+
+
+def has_fast_bf16(device: torch.device) -> bool:
+    """Whether ``device`` computes bfloat16 in hardware: a CUDA GPU that supports it, or a CPU with AVX-512
+    BF16 or AMX (on other CPUs bf16 autocast is emulated, about 10x slower than fp32: BENCHMARKS "Speed")."""
+    if device.type == "cuda":
+        return torch.cuda.is_bf16_supported()
+    if device.type == "cpu":
+        return bool(cpu_flags() & {"avx512_bf16", "amx_bf16"})
+    return False
 
 
 def environment() -> dict[str, str]:

@@ -27,12 +27,13 @@ from .distributed import Group
 from .dsa import parse_strategy, sample_composed, sample_per_image
 from .errors import InvalidParameterError
 from .models import set_row_shard
-from .runtime import isolated_rng, make_generator
+from .runtime import has_fast_bf16, isolated_rng, make_generator
 from .store import ArrayStore
 
 logger = logging.getLogger(__name__)
 
 PRECISIONS = ("fp32", "bf16")
+PRECISION_CHOICES = (*PRECISIONS, "auto")  # auto: bf16 where the device has bf16 units (resolve_precision)
 DSA_MODES = ("single", "composed")
 GPU_CHUNK_VALUES = 2**24  # input values per mean_features call off the CPU: 5,461 32x32x3 images, 341 at 128 px
 
@@ -92,6 +93,15 @@ class Normalizer:
 
     def __call__(self, images: torch.Tensor) -> torch.Tensor:
         return (images.to(self.mean.device, torch.float32) - self.mean) / self.std
+
+
+def resolve_precision(precision: str, device: torch.device) -> str:
+    """``precision`` itself, or for "auto" "bf16" where ``device`` computes bfloat16 in hardware, else "fp32"."""
+    if precision not in PRECISION_CHOICES:
+        raise InvalidParameterError(f"Unknown precision {precision!r}. Valid: {', '.join(PRECISION_CHOICES)}.")
+    if precision == "auto":
+        return "bf16" if has_fast_bf16(device) else "fp32"
+    return precision
 
 
 def _autocast(precision: str, device: torch.device):

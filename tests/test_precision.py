@@ -1,0 +1,46 @@
+"""bf16 autocast for the judging nets: the auto rule, the records, and nets that still learn."""
+
+import json
+
+import pytest
+import torch
+
+import devs.runtime as runtime
+from devs import RandomSubset, evaluate, evaluate_random_baseline
+from devs.cli import main
+from devs.errors import InvalidParameterError
+from devs.train import resolve_precision
+
+CPU = torch.device("cpu")
+
+
+@pytest.mark.parametrize("flags, expected", [({"avx2", "avx512f", "avx512_bf16"}, "bf16"), ({"amx_bf16"}, "bf16"),
+                                             ({"avx2", "avx512f"}, "fp32"), (set(), "fp32")])
+def test_auto_takes_bf16_only_where_the_cpu_has_bf16_units(monkeypatch, flags, expected):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: flags)
+    assert resolve_precision("auto", CPU) == expected
+    assert resolve_precision("fp32", CPU) == "fp32" and resolve_precision("bf16", CPU) == "bf16"  # as asked
+
+
+def test_unknown_precision_is_refused():
+    with pytest.raises(InvalidParameterError, match="fp32, bf16, auto"):
+        resolve_precision("fp16", CPU)
+
+
+def test_bf16_nets_learn_and_say_so(digits):
+    subset = RandomSubset(ipc=5, random_state=0).fit(digits).distilled_
+    half = evaluate(subset, digits, protocol="dc", runs=1, epochs=30, progress=False, precision="bf16")
+    full = evaluate(subset, digits, protocol="dc", runs=1, epochs=30, progress=False)
+    assert half.precision == "bf16" and full.precision == "fp32"
+    assert 40 < half.mean <= 100  # far above the 10 % of chance
+    baseline = evaluate_random_baseline(digits, 20, runs=1, epochs=5, progress=False, precision="bf16")
+    assert baseline.precision == "bf16" and baseline.to_dict()["precision"] == "bf16"
+
+
+def test_cli_records_the_precision_it_used(tmp_path, capsys, monkeypatch):
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: set())  # a CPU without bf16 units
+    code = main(["distill", "--ipc", "1", "--epochs", "1", "--eval-epochs", "2", "--runs", "1", "--precision", "auto",
+                 "--out", str(tmp_path / "d.safetensors"), "--json", "-q"])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert {result["precision"] for result in record["evaluation"]} == {"fp32"}
