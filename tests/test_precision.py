@@ -44,3 +44,31 @@ def test_cli_records_the_precision_it_used(tmp_path, capsys, monkeypatch):
     assert code == 0
     record = json.loads(capsys.readouterr().out)
     assert {result["precision"] for result in record["evaluation"]} == {"fp32"}
+
+
+def test_devs_extractor_in_bf16_records_it_and_keeps_its_own_checkpoints(digits, tmp_path, caplog):
+    from dataclasses import asdict
+
+    from devs import DEvS
+    from devs.methods.extractor import ExtractorSpec, content_hash
+
+    fast = dict(ipc=2, epochs=2, width=16, progress=False, checkpoint_dir=tmp_path, resume=True)
+    half = DEvS(precision="bf16", **fast).fit(digits)
+    assert half.precision_ == "bf16" and half.distilled_.config["precision"] == "bf16"
+    caplog.set_level("INFO", logger="devs")
+    full = DEvS(**fast).fit(digits)  # same folder: the bf16 stage and extractor must not be reused
+    assert "resumed" not in caplog.text and "Reusing" not in caplog.text
+    assert "precision" not in full.distilled_.config  # fp32 files read as they did before the parameter
+    # fp32 extractor keys are those of before the field existed
+    spec = ExtractorSpec()
+    before = {name: value for name, value in asdict(spec).items() if name != "precision"}
+    assert spec.key("x", 3, 0) == content_hash({"input": "x", "params": before, "epochs": 3, "seed": 0})
+    assert ExtractorSpec(precision="bf16").key("x", 3, 0) != spec.key("x", 3, 0)
+
+
+def test_cli_precision_reaches_the_method(tmp_path, capsys):
+    code = main(["distill", "--ipc", "1", "--epochs", "1", "--precision", "bf16", "--no-evaluate", "--json", "-q",
+                 "--out", str(tmp_path / "d.safetensors")])
+    assert code == 0
+    record = json.loads(capsys.readouterr().out)
+    assert record["config"]["precision"] == "bf16" and record["fit"]["precision_"] == "bf16"

@@ -136,9 +136,9 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
                         help="train and infer with torch.compile: about 1.5x (training) and 2x (inference) faster on CPU "
                         "after 20-50 s of compiling; for long runs (also compiles the distillation's extractor)")
     parser.add_argument("--precision", choices=PRECISION_CHOICES, default="fp32",
-                        help="train and test the judging nets in fp32, or under bfloat16 autocast (bf16; auto = bf16 "
-                        "where the CPU has AVX-512 BF16 or AMX, or the GPU supports it: about 1.8x faster training "
-                        "there; see BENCHMARKS 'Speed'). Default: fp32")
+                        help="train and test the judging nets (and, in devs distill, DEvS's extractors) in fp32, or "
+                        "under bfloat16 autocast (bf16; auto = bf16 where the CPU has AVX-512 BF16 or AMX, or the GPU "
+                        "supports it: about 1.8x faster training there; see BENCHMARKS 'Speed'). Default: fp32")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also evaluate a random class-balanced real subset of the same size (default: on)")
 
@@ -381,6 +381,8 @@ def _resolve_params(args: argparse.Namespace, dataset, explicit: dict[str, Any])
     for note in [] if args.dry_run else resolved.notes:  # a dry run prints them with the parameters
         logger.warning("recipe %s: %s", args.recipe, note)
     params = {**{k: v for k, v in resolved.params.items() if k in accepted}, **explicit}
+    if args.precision != "fp32" and "precision" in accepted and "precision" not in explicit:
+        params["precision"] = args.precision  # the method's own training too (DEvS's extractors), not only the judging
     if args.time_budget is not None:
         if "time_budget_s" in explicit:
             raise UsageError("give --time-budget or --param time_budget_s, not both")

@@ -209,9 +209,10 @@ class DistillationMethod:
         raise NotImplementedError
 
     def _settings(self, exclude: Any = ()) -> dict[str, Any]:
-        """``get_params()`` less ``exclude``, and less ``zca`` when it is off: files and checkpoint keys of runs
-        without ZCA stay what they were before the parameter existed."""
-        return {k: v for k, v in self.get_params().items() if k not in exclude and not (k == "zca" and v is None)}
+        """``get_params()`` less ``exclude``, and less ``zca`` when it is off and ``precision`` when it is fp32:
+        files and checkpoint keys of runs without them stay what they were before the parameters existed."""
+        return {k: v for k, v in self.get_params().items() if k not in exclude
+                and not (k == "zca" and v is None) and not (k == "precision" and v == "fp32")}
 
     def _input_transform(self, data: TrainingData, device: torch.device, fitted: ZCA | None = None) -> InputTransform:
         """What the nets see: per-channel normalization, or with ``zca`` set the ZCA whitening fitted on ``data``

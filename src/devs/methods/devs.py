@@ -24,7 +24,7 @@ from ..io import DistilledSet, load_distilled
 from ..distributed import Group, current_group
 from ..runtime import peak_memory_mib, resolve_device
 from ..store import ArrayStore
-from ..train import extract_features
+from ..train import extract_features, resolve_precision
 from .base import (
     DistillationMethod,
     InputTransform,
@@ -114,6 +114,8 @@ class DEvS(DistillationMethod):
         (devs.zca, MTT's 0.1) fitted once on the training images: the extractors train and embed on
         whitened images. The images are still averaged (and stored) in pixel units, which commutes with
         the whitening; the file records the transform (``DistilledSet.zca``) to evaluate with.
+    precision: ``"fp32"`` (the default), ``"bf16"`` (extractor training and feature extraction under
+        bfloat16 autocast) or ``"auto"`` (bf16 where the device has bf16 units: devs.train.resolve_precision).
     kmeans, kmeans_batch_size, kmeans_max_iter, kmeans_tol: k-means; ``"torch"`` (the default) runs
         k-means++ and full-batch Lloyd iterations on ``device``; ``"sklearn"`` is the paper's mini-batch
         k-means (batch 1028, at most 200 iterations, tolerance 1e-4); ``"faiss"`` needs faiss installed.
@@ -153,6 +155,7 @@ class DEvS(DistillationMethod):
         lr: float = 0.01,
         batch_size: int = 256,
         zca: float | None = None,
+        precision: str = "fp32",
         kmeans: str = "torch",
         kmeans_batch_size: int = 1028,
         kmeans_max_iter: int = 200,
@@ -185,6 +188,7 @@ class DEvS(DistillationMethod):
         self.lr = lr
         self.batch_size = batch_size
         self.zca = zca
+        self.precision = precision
         self.kmeans = kmeans
         self.kmeans_batch_size = kmeans_batch_size
         self.kmeans_max_iter = kmeans_max_iter
@@ -258,6 +262,7 @@ class DEvS(DistillationMethod):
         check_number("DEvS", "max_shift", self.max_shift, integer=True, low=0)
         check_number("DEvS", "batch_size", self.batch_size, integer=True, low=1)
         check_zca(type(self).__name__, self.zca)
+        resolve_precision(self.precision, torch.device("cpu"))  # an unknown name fails here
         if self.resume and self.checkpoint_dir is None:
             raise InvalidParameterError("resume=True needs a checkpoint_dir to resume from.")
 
@@ -270,6 +275,7 @@ class DEvS(DistillationMethod):
         schedule = self._resolve_schedule(data)
         epochs = self._resolve_epochs(data, schedule)
         device = resolve_device(self.device)
+        self.precision_ = resolve_precision(self.precision, device)
         group = current_group()  # several processes under torchrun; one otherwise
         normalizer = self._input_transform(data, device)  # per-channel units, or ZCA-whitened (zca)
         input_key = fingerprint(data.images, data.labels, data.classes)  # identifies the current stage's input
@@ -323,6 +329,8 @@ class DEvS(DistillationMethod):
         self.distilled_.config["stages"] = [
             {k: v for k, v in record.items() if not k.endswith(("_s", "_mib")) and k != "resumed"} for record in self.stages_
         ]
+        if self.precision != "fp32":
+            self.distilled_.config["precision"] = self.precision_  # what "auto" became on this device
         self.distilled_.config["resolved_schedule"] = schedule
         self.distilled_.config["resolved_epochs"] = epochs
         return self
@@ -368,7 +376,7 @@ class DEvS(DistillationMethod):
         start = time.perf_counter()
         features = extract_features(net, images, normalizer, device, group=group, compile=self.compile,
                                     progress=f"stage {stage + 1}: features" if show else None,
-                                    layer=self.feature_layer)
+                                    layer=self.feature_layer, precision=self.precision_)
         timings["features_s"] = time.perf_counter() - start
 
         # Clustering runs once, on the main rank; its assignments go to every rank.
@@ -427,16 +435,19 @@ class DEvS(DistillationMethod):
     # ----------------------------------------------------------------------------- checkpoints
     def _stage_key(self, input_key: str, ipc: int, epochs: int, seed: int) -> str:
         """Everything that determines a stage's output: its input set, the settings, its size and seed."""
-        params = self._settings(exclude=_NOT_IN_KEY | set(self.after_stages_params))
+        params = self._settings(exclude=_NOT_IN_KEY | set(self.after_stages_params) | {"precision"})
         params.update(flip=self.flip_, stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)  # flip as resolved
+        if self.precision_ != "fp32":  # as resolved; fp32 leaves the keys as they were before the parameter
+            params["precision"] = self.precision_
         return content_hash({"input": input_key, "params": params})
 
     def _checkpoint_path(self, name: str) -> Path | None:
         return checkpoint_file(self.checkpoint_dir, name)
 
     def _spec(self) -> ExtractorSpec:
-        """The extractor's network and recipe, with flip resolved for the data being fitted (``flip_``)."""
-        return dataclasses.replace(ExtractorSpec.of(self), flip=self.flip_)
+        """The extractor's network and recipe, with flip and precision resolved for the data and device of the
+        fit (``flip_``, ``precision_``)."""
+        return dataclasses.replace(ExtractorSpec.of(self), flip=self.flip_, precision=self.precision_)
 
     def _extractor_path(self, input_key: str, stage: int, epochs: int, seed: int) -> Path | None:
         # The extractor's key leaves out the target sizes, so runs at several ipc values sharing one
@@ -459,6 +470,7 @@ class DEvS(DistillationMethod):
         self.flip_ = data.flip if self.flip is None else bool(self.flip)
         epochs = self.distilled_.config["resolved_epochs"][0]
         device = resolve_device(self.device)
+        self.precision_ = resolve_precision(self.precision, device)
         path = self._extractor_path(fingerprint(data.images, data.labels, data.classes), 0, epochs, self.random_state)
         net = trained_extractor(self._spec(), data.images, data.one_hot(), epochs, self.random_state,
                                 self._input_transform(data, device, fitted=getattr(self, "zca_", None)), device,

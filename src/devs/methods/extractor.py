@@ -45,6 +45,7 @@ class ExtractorSpec:
     mixup_alpha: float = 0.4
     lr: float = 0.01
     batch_size: int = 256
+    precision: str = "fp32"  # "bf16": trained under bfloat16 autocast
 
     @classmethod
     def of(cls, owner: Any) -> "ExtractorSpec":
@@ -53,7 +54,7 @@ class ExtractorSpec:
 
     def recipe(self, epochs: int) -> TrainRecipe:
         return TrainRecipe(epochs=epochs, batch_size=self.batch_size, lr=self.lr, max_shift=self.max_shift,
-                           flip=self.flip, mixup_alpha=self.mixup_alpha)
+                           flip=self.flip, mixup_alpha=self.mixup_alpha, precision=self.precision)
 
     def build(self, images: torch.Tensor, num_classes: int, seed: int) -> nn.Module:
         return build_model(self.model, in_channels=images.shape[1], num_classes=num_classes,
@@ -63,7 +64,10 @@ class ExtractorSpec:
     def key(self, input_key: str, epochs: int, seed: int, zca: float | None = None) -> str:
         """The trained net's checkpoint key; ``zca``: the ZCA regularization its inputs were whitened with
         (None, per-channel normalization, leaves the key as it was before ZCA existed)."""
-        payload = {"input": input_key, "params": asdict(self), "epochs": epochs, "seed": seed}
+        params = asdict(self)
+        if params["precision"] == "fp32":  # keys of fp32 extractors stay as they were before the field existed
+            del params["precision"]
+        payload = {"input": input_key, "params": params, "epochs": epochs, "seed": seed}
         return content_hash(payload if zca is None else {**payload, "zca": float(zca)})
 
 
