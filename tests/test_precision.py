@@ -72,3 +72,15 @@ def test_cli_precision_reaches_the_method(tmp_path, capsys):
     assert code == 0
     record = json.loads(capsys.readouterr().out)
     assert record["config"]["precision"] == "bf16" and record["fit"]["precision_"] == "bf16"
+
+
+def test_dm_embeds_in_bf16_with_its_own_progress_key(digits, tmp_path, caplog):
+    from devs import get_method
+
+    fast = dict(ipc=1, iterations=2, width=16, batch_real=32, device="cpu", progress=False, checkpoint_dir=tmp_path)
+    half = get_method("dm", precision="bf16", **fast).fit(digits)
+    full = get_method("dm", **fast).fit(digits)
+    assert half.distilled_.config["precision"] == "bf16" and "precision" not in full.distilled_.config
+    assert not torch.equal(half.distilled_.images, full.distilled_.images)  # the embeddings were rounded
+    assert torch.isfinite(half.distilled_.images).all() and all(torch.isfinite(torch.tensor(half.loss_history_)))
+    assert len(list(tmp_path.glob("dm-ipc1-*.progress.safetensors"))) == 2  # neither resumes the other

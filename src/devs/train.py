@@ -104,7 +104,7 @@ def resolve_precision(precision: str, device: torch.device) -> str:
     return precision
 
 
-def _autocast(precision: str, device: torch.device):
+def precision_autocast(precision: str, device: torch.device):
     if precision == "bf16":
         return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
     return contextlib.nullcontext()
@@ -202,13 +202,13 @@ class _Step:
             weight = 1.0 if mine.stop > mine.start else 0.0
             mine = mine if weight else slice(0, 1)
             set_row_shard(self.net, (len(batch), mine))
-            with _autocast(self.recipe.precision, batch.device):
+            with precision_autocast(self.recipe.precision, batch.device):
                 logits = self.model(batch[mine])
             # DDP averages gradients over ranks: scale so the average is the mean over the global batch.
             scale = weight * self.group.world_size / len(batch)
             loss = F.cross_entropy(logits.float(), batch_targets[mine], reduction="sum") * scale
         else:
-            with _autocast(self.recipe.precision, batch.device):
+            with precision_autocast(self.recipe.precision, batch.device):
                 logits = self.model(batch)
             if self.on_batch is not None:
                 self.on_batch(index, logits.detach())
@@ -306,7 +306,7 @@ def _batched(
         rows = len(batch)
         if pad and rows < batch_size:
             batch = torch.cat([batch, batch.new_zeros(batch_size - rows, *batch.shape[1:])])
-        with _autocast(precision, device):
+        with precision_autocast(precision, device):
             outputs.append(run(batch.contiguous(memory_format=layout))[:rows].float().cpu())
     return torch.cat(outputs)
 

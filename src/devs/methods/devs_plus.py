@@ -177,7 +177,7 @@ class DEvSPlus(DEvS):
             ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
             progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
-            time_budget_s=time_budget_s, zca=self.zca, fitted_zca=self.zca_,
+            time_budget_s=time_budget_s, zca=self.zca, fitted_zca=self.zca_, precision=self.precision,
         )
         if self.snapshots is not None:  # DM's clock starts spent_s into devs+'s; its sets get DEvS's labels
             dm.snapshots = self.snapshots.shifted(spent_s, lambda step: self._finetuned(start, step))

@@ -39,7 +39,7 @@ from ..io import DistilledSet
 from ..models import build_model
 from ..runtime import make_generator, resolve_device
 from ..store import ArrayStore
-from ..train import mean_features
+from ..train import mean_features, precision_autocast, resolve_precision
 from .base import (
     DistillationMethod,
     InputTransform,
@@ -148,6 +148,7 @@ class _PixelMatching(DistillationMethod):
 
     runtime_params = ("device", "progress", "checkpoint_dir", "resume")
     supports_snapshots = True
+    precision_: str = "fp32"  # the precision fit resolved (DM's ``precision``; DC always fp32)
     formation: int = 1  # stored images hold formation**2 training images (DM's parameter; DC keeps 1)
     ipc: int
     iterations: int
@@ -192,6 +193,8 @@ class _PixelMatching(DistillationMethod):
         data = as_training_data(data)
         check_ipc(type(self).__name__, self.ipc, data)
         device = resolve_device(self.device)
+        # fp32, or bf16 autocast in the embeddings (DM's precision; "auto" resolved for this device)
+        self.precision_ = resolve_precision(getattr(self, "precision", "fp32"), device)
         # Per-channel units, or ZCA-whitened (zca); devs+'s DM step passes DEvS's fitted ZCA (fitted_zca).
         normalizer = self._input_transform(data, device, fitted=getattr(self, "fitted_zca", None))
         state = self._initial_state(data, normalizer, device)
@@ -233,6 +236,8 @@ class _PixelMatching(DistillationMethod):
         labels = F.one_hot(state.labels, data.num_classes).float()
         distilled = self._result(data, pixels.cpu(), labels.cpu(), self.random_state, formation=self.formation)
         distilled.config.update(self._resolved(), iterations_done=iterations_done)
+        if getattr(self, "precision", "fp32") != "fp32":
+            distilled.config["precision"] = self.precision_  # what "auto" became on this device
         return distilled
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -244,8 +249,10 @@ class _PixelMatching(DistillationMethod):
         """
         if self.checkpoint_dir is None:
             return None
-        left_out = {*self.runtime_params, "iterations", "time_budget_s"}
+        left_out = {*self.runtime_params, "iterations", "time_budget_s", "precision"}
         params = self._settings(exclude=left_out)
+        if self.precision_ != "fp32":  # as resolved on this device; fp32 keys stay as they were before the parameter
+            params["precision"] = self.precision_
         if not data.flip:  # the augmentation drops flips (keys of data that may flip stay as they were)
             params["data_flip"] = False
         start = fingerprint(state.images.detach().cpu(), state.labels.cpu(), data.classes)
@@ -341,6 +348,8 @@ class GradientMatching(_PixelMatching):
     zca: ``None`` (the default: per-channel normalization, as the paper) or the regularization of a ZCA
         whitening (devs.zca, MTT's 0.1) fitted on the training images: the pixels are learned in whitened
         units instead, and stored unwhitened (pixel units); the file records the transform to evaluate with.
+    precision: ``"fp32"`` (the default), ``"bf16"`` (the embeddings under bfloat16 autocast; the loss and the
+        pixels stay fp32) or ``"auto"`` (bf16 where the device has bf16 units).
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
     checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
@@ -472,6 +481,8 @@ class DistributionMatching(_PixelMatching):
     zca: ``None`` (the default: per-channel normalization, as the paper) or the regularization of a ZCA
         whitening (devs.zca, MTT's 0.1) fitted on the training images: the pixels are learned in whitened
         units instead, and stored unwhitened (pixel units); the file records the transform to evaluate with.
+    precision: ``"fp32"`` (the default), ``"bf16"`` (the embeddings under bfloat16 autocast; the loss and the
+        pixels stay fp32) or ``"auto"`` (bf16 where the device has bf16 units).
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
     checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
@@ -497,6 +508,7 @@ class DistributionMatching(_PixelMatching):
         depth: int = 3,
         time_budget_s: float | None = None,
         zca: float | None = None,
+        precision: str = "fp32",
         device: str = "auto",
         random_state: int = 0,
         progress: bool = True,
@@ -508,6 +520,7 @@ class DistributionMatching(_PixelMatching):
         self.lr_img = lr_img
         self.batch_real = batch_real
         self.dsa = dsa
+        self.precision = precision
         self.formation = formation
         self.width = width
         self.depth = depth
@@ -522,6 +535,7 @@ class DistributionMatching(_PixelMatching):
     def _validate(self) -> None:
         super()._validate()
         parse_strategy(self.dsa)
+        resolve_precision(self.precision, torch.device("cpu"))  # an unknown name fails here
 
     def _iteration(self, state: MatchingState, net: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         """One step on the images: per class, squared distance between mean real and synthetic embeddings.
@@ -538,14 +552,17 @@ class DistributionMatching(_PixelMatching):
             reals.append(state.sampler.sample(cls, self.batch_real))
             draws.append(sample_siamese(groups, state.generator, image_size))
         real_sizes = [len(real) for real in reals]
-        real_means = mean_features(net, augment_groups(torch.cat(reals), real_sizes, draws), sizes=real_sizes)
+        with precision_autocast(self.precision_, state.device):
+            real_means = mean_features(net, augment_groups(torch.cat(reals), real_sizes, draws), sizes=real_sizes)
         syn = decode(state.images, self.formation)  # class-major, as the stored images
         syn_sizes = [len(syn) // state.num_classes] * state.num_classes
         syn = augment_groups(syn, syn_sizes, draws)
         # One call on a GPU; class by class on the CPU, where one large batch runs slower (its activations are
         # re-allocated from the system every iteration: 1.3x at 10 per class with formation 2).
         parts = syn.split(syn_sizes) if syn.device.type == "cpu" else (syn,)
-        syn_features = torch.cat([net.features(part) for part in parts]).split(syn_sizes)
+        with precision_autocast(self.precision_, state.device):
+            syn_features = torch.cat([net.features(part) for part in parts]).float().split(syn_sizes)
+        real_means = real_means.float()
         loss = torch.stack([((real_means[cls] - features.mean(0)) ** 2).sum() + self._extra_loss(net, features, cls)
                             for cls, features in enumerate(syn_features)]).sum()
         optimizer.zero_grad(set_to_none=True)
