@@ -22,6 +22,7 @@ import torch
 import devs
 from devs.data import ImageDataset, ImageSplit
 from devs.methods.matching import DistributionMatching
+from devs.runtime import cpu_description
 
 
 def main() -> None:
@@ -33,6 +34,7 @@ def main() -> None:
     parser.add_argument("--formation", type=int, default=1)
     parser.add_argument("--iterations", type=int, default=6)
     parser.add_argument("--device", default="cpu")
+    parser.add_argument("--precision", default="fp32", help="fp32, bf16 or auto (DM's embeddings under autocast)")
     parser.add_argument("--results", help="append the result as one JSON line here")
     args = parser.parse_args()
 
@@ -41,7 +43,8 @@ def main() -> None:
     labels = torch.arange(args.images) % 10
     data = ImageDataset(name="fake", classes=tuple(str(i) for i in range(10)), train=ImageSplit(images, labels),
                         test=ImageSplit(images[:100], labels[:100]))
-    settings = dict(ipc=args.ipc, formation=args.formation, device=args.device, progress=False)
+    settings = dict(ipc=args.ipc, formation=args.formation, device=args.device, progress=False,
+                    precision=args.precision)
     first = DistributionMatching(iterations=1, **settings).fit(data).elapsed_s_
     start = time.perf_counter()
     DistributionMatching(iterations=args.iterations, **settings).fit(data)
@@ -53,6 +56,7 @@ def main() -> None:
     if args.results:
         row = {"label": args.label, "shape": list(args.shape), "images": args.images, "ipc": args.ipc,
                "formation": args.formation, "iterations": args.iterations, "device": args.device,
+               "precision": args.precision, "cpu": cpu_description(),
                "seconds": total, "ms_per_iteration": 1000 * total / args.iterations, "first_fit_s": first,
                "devs_source": str(Path(devs.__file__).resolve().parent),
                "command": shlex.join([sys.executable, *sys.argv]),

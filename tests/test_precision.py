@@ -84,3 +84,13 @@ def test_dm_embeds_in_bf16_with_its_own_progress_key(digits, tmp_path, caplog):
     assert not torch.equal(half.distilled_.images, full.distilled_.images)  # the embeddings were rounded
     assert torch.isfinite(half.distilled_.images).all() and all(torch.isfinite(torch.tensor(half.loss_history_)))
     assert len(list(tmp_path.glob("dm-ipc1-*.progress.safetensors"))) == 2  # neither resumes the other
+
+
+def test_auto_keeps_dm_in_fp32_on_a_cpu_even_with_bf16_units(monkeypatch, digits):
+    from devs import get_method
+
+    monkeypatch.setattr(runtime, "cpu_flags", lambda: {"avx512_bf16"})
+    assert resolve_precision("auto", CPU, pays_on_cpu=False) == "fp32" and resolve_precision("auto", CPU) == "bf16"
+    dm = get_method("dm", ipc=1, iterations=1, width=16, batch_real=16, device="cpu", progress=False,
+                    precision="auto").fit(digits)
+    assert dm.precision_ == "fp32" and dm.distilled_.config["precision"] == "fp32"

@@ -95,12 +95,14 @@ class Normalizer:
         return (images.to(self.mean.device, torch.float32) - self.mean) / self.std
 
 
-def resolve_precision(precision: str, device: torch.device) -> str:
-    """``precision`` itself, or for "auto" "bf16" where ``device`` computes bfloat16 in hardware, else "fp32"."""
+def resolve_precision(precision: str, device: torch.device, pays_on_cpu: bool = True) -> str:
+    """``precision`` itself, or for "auto" "bf16" where ``device`` computes bfloat16 in hardware, else "fp32".
+    ``pays_on_cpu=False``: a workload that bf16 slows down even on such a CPU stays fp32 there under "auto"."""
     if precision not in PRECISION_CHOICES:
         raise InvalidParameterError(f"Unknown precision {precision!r}. Valid: {', '.join(PRECISION_CHOICES)}.")
     if precision == "auto":
-        return "bf16" if has_fast_bf16(device) else "fp32"
+        fast = has_fast_bf16(device) and (pays_on_cpu or device.type != "cpu")
+        return "bf16" if fast else "fp32"
     return precision
 
 

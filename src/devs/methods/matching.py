@@ -193,8 +193,9 @@ class _PixelMatching(DistillationMethod):
         data = as_training_data(data)
         check_ipc(type(self).__name__, self.ipc, data)
         device = resolve_device(self.device)
-        # fp32, or bf16 autocast in the embeddings (DM's precision; "auto" resolved for this device)
-        self.precision_ = resolve_precision(getattr(self, "precision", "fp32"), device)
+        # fp32, or bf16 autocast in the embeddings (DM's precision). "auto" stays fp32 on a CPU even with bf16
+        # units: DM iterations ran 0.85x as fast in bf16 there (BENCHMARKS "Speed", bf16 autocast).
+        self.precision_ = resolve_precision(getattr(self, "precision", "fp32"), device, pays_on_cpu=False)
         # Per-channel units, or ZCA-whitened (zca); devs+'s DM step passes DEvS's fitted ZCA (fitted_zca).
         normalizer = self._input_transform(data, device, fitted=getattr(self, "fitted_zca", None))
         state = self._initial_state(data, normalizer, device)
@@ -349,7 +350,7 @@ class GradientMatching(_PixelMatching):
         whitening (devs.zca, MTT's 0.1) fitted on the training images: the pixels are learned in whitened
         units instead, and stored unwhitened (pixel units); the file records the transform to evaluate with.
     precision: ``"fp32"`` (the default), ``"bf16"`` (the embeddings under bfloat16 autocast; the loss and the
-        pixels stay fp32) or ``"auto"`` (bf16 where the device has bf16 units).
+        pixels stay fp32) or ``"auto"`` (bf16 on a GPU that supports it; fp32 on CPUs, where it was slower).
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
     checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
@@ -482,7 +483,7 @@ class DistributionMatching(_PixelMatching):
         whitening (devs.zca, MTT's 0.1) fitted on the training images: the pixels are learned in whitened
         units instead, and stored unwhitened (pixel units); the file records the transform to evaluate with.
     precision: ``"fp32"`` (the default), ``"bf16"`` (the embeddings under bfloat16 autocast; the loss and the
-        pixels stay fp32) or ``"auto"`` (bf16 where the device has bf16 units).
+        pixels stay fp32) or ``"auto"`` (bf16 on a GPU that supports it; fp32 on CPUs, where it was slower).
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
     checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
