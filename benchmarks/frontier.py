@@ -44,14 +44,16 @@ ENTRIES: dict[str, tuple[list[str], bool]] = {
     "kcenter": (["--method", "kcenter"], False),
     "forgetting": (["--method", "forgetting"], False),
     "devs": (["--method", "devs"], False),
+    "devs bf16": (["--method", "devs", "--param", "precision=auto"], False),  # bf16 extractor where it pays
     "devs+ fast": (["--method", "devs+", "--recipe", "fast"], False),
+    "devs+ fast bf16": (["--method", "devs+", "--recipe", "fast", "--param", "precision=auto"], False),
     "devs+ balanced": (["--method", "devs+", "--recipe", "balanced"], False),
     # The DM step made long enough for the largest budget; the snapshots are its shorter runs.
     "devs+ anytime": (["--method", "devs+", "--param", "finetune_iterations=1000000"], True),
     "dm anytime": (["--method", "dm", "--param", "iterations=1000000"], True),
     "dc anytime": (["--method", "dc", "--param", "iterations=1000"], True),  # the published 1,000 at most
 }
-OURS = {"devs", "devs+ fast", "devs+ balanced", "devs+ anytime"}  # devs's own methods (the rest are baselines)
+OURS = {"devs", "devs bf16", "devs+ fast", "devs+ fast bf16", "devs+ balanced", "devs+ anytime"}  # devs's own methods (the rest are baselines)
 RESUMABLE = {"dm anytime", "dc anytime"}  # matching runs resume with their clock; the others start again
 
 
