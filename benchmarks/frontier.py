@@ -9,8 +9,9 @@ fast/balanced, the coresets) have one natural cost and give one point. Every set
 
 One JSON line per evaluated set goes to --results as soon as it is known (seconds = the elapsed time of
 the snapshot, or the distillation's wall time); a rerun skips distillations whose file exists and sets
-already evaluated. A dc or dm anytime run killed midway resumes with its clock (--resume); the other
-entries start again.
+already evaluated. A dc or dm anytime run killed midway resumes with its clock (--resume), and one that
+an earlier call's shorter --budgets stopped is extended to the longer ones (its snapshots of the shorter
+budgets kept); the other entries start again.
 
     python benchmarks/frontier.py --dataset .data/cifar10-jpeg.tar.gz --ipc 1 --budgets 2m,10m,30m,60m \
         --protocol dc --results benchmarks/results/frontier-cpu.jsonl --work-dir runs/bench/frontier-cpu
@@ -94,13 +95,33 @@ def distill(args, entry: str, work: Path, data: list[str], stem: str, ipc: int, 
             argv += ["--snapshots", ",".join(f"{b:g}s" for b in budgets[:-1])]
     if entry in RESUMABLE:
         argv += ["--resume"]
-    if not out.exists():
+    earlier: list[dict] = []
+    if out.exists() and extendable(entry, out, budgets[-1]):
+        earlier = json.loads(out.with_suffix(".json").read_text()).get("snapshots", [])
+        run(argv)  # resumes with its clock: the times it had passed are not taken again
+    elif not out.exists():
         if entry not in RESUMABLE and stages.exists():
             shutil.rmtree(stages)  # a killed run's extractor would make this one look cheaper
         run(argv)
     record = json.loads(out.with_suffix(".json").read_text())
+    if earlier:  # keep the shorter run's snapshots in the record beside the extension's
+        record["snapshots"] = earlier + [s for s in record.get("snapshots", []) if s["at_s"] not in
+                                         {e["at_s"] for e in earlier}]
+        out.with_suffix(".json").write_text(json.dumps(record, indent=2) + "\n")
     files = [(Path(s["file"]), s["elapsed_s"], record) for s in record.get("snapshots", [])]
-    return files + [(out, record["wall_time_s"], record)]
+    # a matching run's own clock (elapsed_s_) counts the processes before a resume; wall_time_s only this one
+    return files + [(out, record["fit"].get("elapsed_s_", record["wall_time_s"]), record)]
+
+
+def extendable(entry: str, out: Path, longest_s: float) -> bool:
+    """A finished dc / dm anytime run that its time budget stopped short of ``longest_s``: a rerun with the
+    longer budget resumes it (its progress keeps the clock) instead of starting again."""
+    if entry not in RESUMABLE:
+        return False
+    record = json.loads(out.with_suffix(".json").read_text())
+    budget = record["config"].get("time_budget_s")
+    stopped_by_budget = record["config"].get("iterations_done", 0) < record["config"].get("iterations", 0)
+    return budget is not None and budget < longest_s and stopped_by_budget
 
 
 def baseline(args, results: Path, data: list[str], stem: str, ipc: int) -> None:
@@ -125,8 +146,9 @@ def evaluate_argv(args, data: list[str], path: Path, baseline: bool = True) -> l
 
 
 def evaluate(args, results: Path, data, stem, ipc, entry, path: Path, seconds: float, record: dict) -> None:
-    done = {(row["entry"], row.get("file"), row["protocol"]) for row in read_rows(results)}
-    if (entry, str(path), args.protocol) in done:
+    # by seconds too: an extended anytime run rewrites its final file with a longer run's set
+    done = {(row["entry"], row.get("file"), row["protocol"], row["seconds"]) for row in read_rows(results)}
+    if (entry, str(path), args.protocol, seconds) in done:
         return
     argv = evaluate_argv(args, data, path, baseline=False)
     report = json.loads(run(argv))
