@@ -145,6 +145,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--device", default="auto", help="where to train (default: auto)")
     parser.add_argument("--results", default="benchmarks/results/cross-arch.jsonl", help="JSON lines, appended")
     parser.add_argument("--markdown", action="store_true", help="print the table of --results and stop")
+    parser.add_argument("--also", nargs="+", metavar="JSONL",
+                        help="more results files to put in the printed table (runs split over several processes)")
     parser.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     return parser
 
@@ -156,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
         if not args.files or not args.dataset:
             parser.error("give FILE.safetensors ... and --dataset (or --markdown to print recorded results)")
         bench(args)
-    print(markdown(read_rows(Path(args.results))))
+    rows = [row for path in [args.results, *(args.also or [])] for row in read_rows(Path(path))]
+    print(markdown(rows))
     return 0
 
 

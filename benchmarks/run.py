@@ -747,13 +747,23 @@ def exp_cross_arch(run: Run) -> None:
     run.parallel(*[[step] for step in distill])
     models = run.pick(["convnet", "alexnet", "vgg11", "resnet18"], ["convnet", "alexnet", "vgg11", "resnet18"],
                       smoke=["convnet", "mlp"])
-    judge = [[Step(f"judge-{model}", [PY, "benchmarks/cross_arch.py", *map(run.rel, files.values()),
+
+    def judge(model: str, names: list[str], part: str) -> Step:
+        return Step(f"judge-{part}", [PY, "benchmarks/cross_arch.py", *(run.rel(files[name]) for name in names),
                                       *run.data("cifar10"), "--models", model, "--labels", "soft,hard", "--protocol",
                                       "dc", "--runs", "3", "--device", run.device, "--results",
-                                      run.rel(run.file(model)), "-q"] + (["--eval-epochs", "2"] if run.smoke else []),
-                   what=f"every set on {model}, soft and hard labels, random subsets beside", group="judge")]
-             for model in models]
-    run.parallel(*judge)
+                                      run.rel(run.file(part)), "-q"] + (["--eval-epochs", "2"] if run.smoke else []),
+                    what=f"{', '.join(names)} on {model}, soft and hard labels, random subsets beside", group="judge")
+
+    if run.gpu:  # a process per model and set, all at once: small nets leave a GPU mostly idle one at a time
+        steps = [judge(model, [name], f"{model}-{name.replace('+', '-plus')}") for model in models for name in files]
+    else:
+        steps = [judge(model, list(files), model) for model in models]
+    run.parallel(*[[step] for step in steps])
+    run.step(Step("table", [PY, "benchmarks/cross_arch.py", "--markdown", "--results", run.rel(steps[0].argv[
+        steps[0].argv.index("--results") + 1]), "--also", *(step.argv[step.argv.index("--results") + 1]
+                                                             for step in steps[1:])],
+                  what="the table of every cell", extras=False))
 
 
 def exp_zca(run: Run) -> None:
