@@ -85,7 +85,8 @@ def test_devs_without_zca_keeps_the_normalizer_and_files_as_before(digits, tmp_p
     assert load_distilled(path).zca is None
     # Checkpoint keys without zca are those from before the parameter existed.
     spec = ExtractorSpec()
-    assert spec.key("input", 3, 0) == content_hash({"input": "input", "params": spec.__dict__, "epochs": 3, "seed": 0})
+    before = {name: value for name, value in spec.__dict__.items() if name != "precision"}  # a later field
+    assert spec.key("input", 3, 0) == content_hash({"input": "input", "params": before, "epochs": 3, "seed": 0})
     assert spec.key("input", 3, 0, zca=0.1) != spec.key("input", 3, 0)
     assert "zca" not in DEvS()._settings() and DEvS(zca=0.1)._settings()["zca"] == 0.1
 
