@@ -214,6 +214,14 @@ class DistillationMethod:
         return {k: v for k, v in self.get_params().items() if k not in exclude
                 and not (k == "zca" and v is None) and not (k == "precision" and v == "fp32")}
 
+    def _key_settings(self, exclude: Any = ()) -> dict[str, Any]:
+        """``_settings`` for a checkpoint key: ``precision`` as resolved for this fit (``precision_``; "auto"
+        becomes what it chose), and absent when that is fp32, so fp32 keys stay as they were before it."""
+        params = self._settings(exclude={*exclude, "precision"})
+        if getattr(self, "precision_", "fp32") != "fp32":
+            params["precision"] = self.precision_
+        return params
+
     def _input_transform(self, data: TrainingData, device: torch.device, fitted: ZCA | None = None) -> InputTransform:
         """What the nets see: per-channel normalization, or with ``zca`` set the ZCA whitening fitted on ``data``
         (``fitted``: one already fitted there, passed through). Sets ``zca_`` (the ZCA or None), which the
@@ -227,6 +235,14 @@ class DistillationMethod:
         self.zca_ = fitted
         return Whitening(fitted, device)
 
+    def _config(self, data: TrainingData) -> dict[str, Any]:
+        """The file's config: the parameters (less the runtime ones), the data's flip, and the precision used
+        where it is not the default ("auto" recorded as what it became on this device)."""
+        config = {**_jsonable(self._settings(exclude=self.runtime_params)), "data_flip": data.flip}
+        if getattr(self, "precision", "fp32") != "fp32":
+            config["precision"] = self.precision_
+        return config
+
     def _result(self, data: TrainingData, images: torch.Tensor, labels: torch.Tensor, seed: int,
                 formation: int = 1) -> DistilledSet:
         zca = getattr(self, "zca_", None)
@@ -238,7 +254,7 @@ class DistillationMethod:
             std=data.std,
             dataset=data.name,
             method=self.name,
-            config={**_jsonable(self._settings(exclude=self.runtime_params)), "data_flip": data.flip},
+            config=self._config(data),
             seed=seed,
             source_train_size=len(data.images),
             formation=formation,

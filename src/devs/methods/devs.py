@@ -329,8 +329,6 @@ class DEvS(DistillationMethod):
         self.distilled_.config["stages"] = [
             {k: v for k, v in record.items() if not k.endswith(("_s", "_mib")) and k != "resumed"} for record in self.stages_
         ]
-        if self.precision != "fp32":
-            self.distilled_.config["precision"] = self.precision_  # what "auto" became on this device
         self.distilled_.config["resolved_schedule"] = schedule
         self.distilled_.config["resolved_epochs"] = epochs
         return self
@@ -435,10 +433,8 @@ class DEvS(DistillationMethod):
     # ----------------------------------------------------------------------------- checkpoints
     def _stage_key(self, input_key: str, ipc: int, epochs: int, seed: int) -> str:
         """Everything that determines a stage's output: its input set, the settings, its size and seed."""
-        params = self._settings(exclude=_NOT_IN_KEY | set(self.after_stages_params) | {"precision"})
+        params = self._key_settings(exclude=_NOT_IN_KEY | set(self.after_stages_params))
         params.update(flip=self.flip_, stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)  # flip as resolved
-        if self.precision_ != "fp32":  # as resolved; fp32 leaves the keys as they were before the parameter
-            params["precision"] = self.precision_
         return content_hash({"input": input_key, "params": params})
 
     def _checkpoint_path(self, name: str) -> Path | None:

@@ -237,8 +237,6 @@ class _PixelMatching(DistillationMethod):
         labels = F.one_hot(state.labels, data.num_classes).float()
         distilled = self._result(data, pixels.cpu(), labels.cpu(), self.random_state, formation=self.formation)
         distilled.config.update(self._resolved(), iterations_done=iterations_done)
-        if getattr(self, "precision", "fp32") != "fp32":
-            distilled.config["precision"] = self.precision_  # what "auto" became on this device
         return distilled
 
     # ----------------------------------------------------------------------------- checkpoints
@@ -250,10 +248,7 @@ class _PixelMatching(DistillationMethod):
         """
         if self.checkpoint_dir is None:
             return None
-        left_out = {*self.runtime_params, "iterations", "time_budget_s", "precision"}
-        params = self._settings(exclude=left_out)
-        if self.precision_ != "fp32":  # as resolved on this device; fp32 keys stay as they were before the parameter
-            params["precision"] = self.precision_
+        params = self._key_settings(exclude={*self.runtime_params, "iterations", "time_budget_s"})
         if not data.flip:  # the augmentation drops flips (keys of data that may flip stay as they were)
             params["data_flip"] = False
         start = fingerprint(state.images.detach().cpu(), state.labels.cpu(), data.classes)
@@ -349,8 +344,6 @@ class GradientMatching(_PixelMatching):
     zca: ``None`` (the default: per-channel normalization, as the paper) or the regularization of a ZCA
         whitening (devs.zca, MTT's 0.1) fitted on the training images: the pixels are learned in whitened
         units instead, and stored unwhitened (pixel units); the file records the transform to evaluate with.
-    precision: ``"fp32"`` (the default), ``"bf16"`` (the embeddings under bfloat16 autocast; the loss and the
-        pixels stay fp32) or ``"auto"`` (bf16 on a GPU that supports it; fp32 on CPUs, where it was slower).
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
     checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
