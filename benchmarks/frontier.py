@@ -7,6 +7,11 @@ others, so one run gives the set they would have returned at each budget. The ot
 fast/balanced, the coresets) have one natural cost and give one point. Every set is then evaluated under
 --protocol with --runs fresh nets; the random real subset of the same size is evaluated once per size.
 
+``--jobs N`` runs N entries at once (each distils, then judges its own sets), the anytime ones first since
+they take longest: on a GPU, where one small net leaves the device mostly idle, this fits the whole
+frontier of one size into a short lease. The times are then taken beside N-1 other processes, so they are
+upper bounds; every row records ``jobs`` and the tables say so.
+
 One JSON line per evaluated set goes to --results as soon as it is known (seconds = the elapsed time of
 the snapshot, or the distillation's wall time); a rerun skips distillations whose file exists and sets
 already evaluated. A dc or dm anytime run killed midway resumes with its clock (--resume), and one that
@@ -30,8 +35,10 @@ import json
 import shlex
 import shutil
 import sys
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from devs_table import append as append_row
 from devs_table import machine, read_rows, run
 
 from devs.recipes import parse_duration
@@ -73,13 +80,23 @@ def bench(args: argparse.Namespace) -> None:
     for entry in args.entries:
         if entry not in ENTRIES:
             raise SystemExit(f"frontier.py: unknown entry {entry!r}; valid: {', '.join(ENTRIES)}")
-    for ipc in args.ipc:
-        if not args.no_baseline:
+    if not args.no_baseline:
+        for ipc in args.ipc:
             baseline(args, results, data, stem, ipc)
-        for entry in args.entries:
-            files = distill(args, entry, work, data, stem, ipc, budgets)
-            for path, seconds, record in files:
-                evaluate(args, results, data, stem, ipc, entry, path, seconds, record)
+
+    def one(ipc: int, entry: str) -> None:
+        for path, seconds, record in distill(args, entry, work, data, stem, ipc, budgets):
+            evaluate(args, results, data, stem, ipc, entry, path, seconds, record)
+
+    tasks = [(ipc, entry) for ipc in args.ipc for entry in args.entries]
+    if args.jobs > 1:  # the anytime runs first: they are the longest, the rest fill the other slots
+        tasks.sort(key=lambda task: not ENTRIES[task[1]][1])
+    with ThreadPoolExecutor(max_workers=args.jobs) as pool:
+        futures = {task: pool.submit(one, *task) for task in tasks}
+    failed = [f"{entry} at {ipc} per class: {future.exception()!r}" for (ipc, entry), future in futures.items()
+              if future.exception()]
+    if failed:  # every other entry has finished and been recorded; a rerun retries these
+        raise SystemExit("frontier.py: failed entries:\n  " + "\n  ".join(failed))
 
 
 def distill(args, entry: str, work: Path, data: list[str], stem: str, ipc: int, budgets: list[float]):
@@ -168,12 +185,12 @@ def append(results: Path, args, stem: str, ipc: int, entry: str, result: dict, *
         "iterations_done": (snapshot or {}).get("iterations_done") if snapshot else (record or {}).get("fit", {}).get(
             "iterations_done_"),
         "protocol": args.protocol, "runs": args.runs, "eval_epochs": args.eval_epochs, "result": result,
+        "jobs": args.jobs,  # entries run at once: above 1, the seconds were taken beside the others
         "distill_command": shlex.join(record["command"]) if record else None, "evaluate_command": command,
         "environment": (record or {}).get("environment"), "machine": machine(),
         "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
     }
-    with results.open("a") as handle:
-        handle.write(json.dumps(row) + "\n")
+    append_row(results, row)
     print(f"ipc {ipc} {entry} at {seconds:.0f} s: {result['mean']:.2f} ± {result['std']:.2f}", flush=True)
 
 
@@ -188,7 +205,9 @@ def markdown(rows: list[dict], budgets: list[float]) -> str:
     for ipc in sorted({row["ipc"] for row in rows}):
         at = [row for row in rows if row["ipc"] == ipc]
         random = next((row["result"] for row in at if row["entry"] == "random subsets"), None)
-        lines += [f"### {ipc} per class ({at[0]['protocol']} protocol, {at[0]['runs']} nets)", "",
+        jobs = max(row.get("jobs", 1) for row in at)
+        shared = f"; up to {jobs} entries distilled at once, so the seconds are upper bounds" if jobs > 1 else ""
+        lines += [f"### {ipc} per class ({at[0]['protocol']} protocol, {at[0]['runs']} nets{shared})", "",
                   "| entry | seconds | iterations | accuracy (%) |", "|---|---|---|---|"]
         for row in sorted((r for r in at if r["file"]), key=lambda r: (r["entry"], r["seconds"])):
             result = row["result"]
@@ -234,6 +253,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--runs", type=int, default=3)
     parser.add_argument("--eval-epochs", type=int, help="override the protocol's epochs (quick checks only)")
     parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--jobs", type=int, default=1,
+                        help="entries run at once (default 1: each alone, its time its whole cost); for a GPU")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-baseline", action="store_true", help="skip the random real subsets")
     parser.add_argument("--results", required=True)

@@ -40,3 +40,38 @@ def test_every_entry_names_a_method_and_anytime_entries_can_snapshot():
     for name, (options, anytime) in frontier.ENTRIES.items():
         method = get_method(options[options.index("--method") + 1])
         assert method.supports_snapshots or not anytime, name
+
+
+def test_markdown_says_when_entries_shared_the_machine():
+    assert "upper bounds" not in frontier.markdown(ROWS, [600.0])
+    shared = [dict(r, jobs=4) for r in ROWS]
+    assert "up to 4 entries distilled at once, so the seconds are upper bounds" in frontier.markdown(shared, [600.0])
+
+
+def test_jobs_start_the_anytime_entries_first_and_a_failed_entry_stops_no_other(tmp_path, monkeypatch):
+    import threading
+
+    import pytest
+
+    started, evaluated, lock = [], [], threading.Lock()
+
+    def fake_distill(args, entry, work, data, stem, ipc, budgets):
+        with lock:
+            started.append(entry)
+        if entry == "herding":
+            raise RuntimeError("boom")
+        return [(Path(f"{entry}.safetensors"), 1.0, {})]
+
+    def fake_evaluate(args, results, data, stem, ipc, entry, path, seconds, record):
+        with lock:
+            evaluated.append(entry)
+
+    monkeypatch.setattr(frontier, "distill", fake_distill)
+    monkeypatch.setattr(frontier, "evaluate", fake_evaluate)
+    entries = "random,herding,dm anytime,devs,dc anytime"
+    argv = ["--dataset", "digits", "--entries", entries, "--no-baseline", "--jobs", "2",
+            "--results", str(tmp_path / "r.jsonl"), "--work-dir", str(tmp_path / "w")]
+    with pytest.raises(SystemExit, match="herding at 1 per class: RuntimeError"):
+        frontier.main(argv)
+    assert set(started[:2]) == {"dm anytime", "dc anytime"}  # the two longest take the two slots first
+    assert sorted(evaluated) == sorted(["random", "dm anytime", "devs", "dc anytime"])

@@ -125,6 +125,7 @@ class FrontierPoint:
     std: float
     nets: int
     source: str
+    jobs: int = 1  # entries distilled at once; above 1 the seconds were taken beside the others (upper bounds)
 
 
 @dataclass
@@ -366,7 +367,7 @@ def _frontier_point(row: dict[str, Any], source: str) -> FrontierPoint:
     result = row["result"]
     return FrontierPoint(str(dataset), str(row["protocol"]), int(row["ipc"]), str(row["entry"]), bool(row["ours"]),
                          float(row["seconds"]), float(result["mean"]), float(result["std"]),
-                         len(result.get("accuracies") or []), source)
+                         len(result.get("accuracies") or []), source, int(row.get("jobs") or 1))
 
 
 def recorded_environment(record: dict[str, Any]) -> str:

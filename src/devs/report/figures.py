@@ -125,7 +125,9 @@ def frontier_figure(points: Sequence[FrontierPoint]):
         axes.axhspan(mean - std, mean + std, color="0.85", alpha=0.6, linewidth=0)
         axes.axhline(mean, color="0.45", linestyle=":", label=f"random real subsets ({mean:.1f} ± {std:.1f})")
     axes.set_xscale("log")
-    axes.set_xlabel("distillation seconds (the whole run; log scale)")
+    jobs = max(p.jobs for p in points)
+    shared = f", up to {jobs} entries at once: upper bounds" if jobs > 1 else ""
+    axes.set_xlabel(f"distillation seconds (the whole run{shared}; log scale)")
     axes.set_ylabel(f"test accuracy (%), protocol {first.protocol}")
     axes.set_title(plain_text(f"{first.dataset}, {first.ipc} per class: accuracy against time"), fontsize=11)
     axes.grid(alpha=0.3, which="both")
