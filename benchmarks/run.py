@@ -101,6 +101,22 @@ def read_rows(path: Path) -> list[dict]:
     return rows
 
 
+def commit() -> str:
+    """The checked-out commit (with "+dirty" when tracked files differ from it)."""
+    head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
+    dirty = subprocess.run(["git", "diff", "--quiet", "HEAD"], cwd=ROOT).returncode != 0
+    return head.stdout.strip() + ("+dirty" if dirty else "")
+
+
+def machine_line() -> str:
+    """The CPU model and core count (the GPU, when there is one, is in the step's own record)."""
+    model = ""
+    with contextlib.suppress(OSError):
+        model = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                      if line.startswith("model name")), "")
+    return f"{model or 'unknown CPU'}, {len(os.sched_getaffinity(0))} cores"
+
+
 def has_row(path: Path, **match) -> Callable[[], bool]:
     return lambda: any(all(row.get(k) == v for k, v in match.items()) for row in read_rows(path))
 
@@ -319,6 +335,7 @@ class Run:
             else:
                 step.capture.parent.mkdir(parents=True, exist_ok=True)
                 row = {"step": step.name, "record": record, "command": self.show(step, argv),
+                       "commit": commit(), "machine": machine_line(),
                        "date": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")}
                 with step.capture.open("a") as handle:
                     handle.write(json.dumps(row) + "\n")
@@ -835,6 +852,30 @@ def exp_flip(run: Run) -> None:
     run.chain(chain)
 
 
+def exp_eval_recipes(run: Run) -> None:
+    """The zca experiment's validation-split sets judged under the recipes the strongest papers use (issue #24,
+    item 4): devs+ and DM (no ZCA) under dsa and dsa-cutmix (IDC, DREAM), their ZCA twins under zca-dsa (MTT,
+    DATM); beside the dc rows the zca experiment recorded. The random subsets are judged once per protocol
+    and input space (with the first file of each)."""
+    work = run.work.parent / f"zca-{run.tag}"  # the zca experiment's work folder
+    holdout = run.pick(5000, 5000, smoke=300)
+    stem = Path(run.dataset("cifar10")).name.split(".")[0]
+    ipc = run.pick(10, 10, smoke=2)
+    plan = [("devs-plus-f1", "dsa", True), ("dm-f1", "dsa", False), ("devs-plus-f1", "dsa-cutmix", True),
+            ("dm-f1", "dsa-cutmix", False), ("dm-f1-zca", "zca-dsa", True), ("devs-plus-f1-zca", "zca-dsa", False)]
+    steps = []
+    for config, protocol, baseline in plan:
+        path = work / f"{stem}-holdout{holdout}-{config}-ipc{ipc}-seed0.safetensors"
+        name = f"{config}-{protocol}"
+        steps.append(Step(name, [PY, "-m", "devs", "evaluate", run.rel(path), *run.data("cifar10"), "--holdout",
+                                 str(holdout), "--protocol", protocol, "--runs", "3", "--baseline" if baseline else "--no-baseline", "--device", run.device, "--json",
+                                 "-q"] + (["--eval-epochs", "2"] if run.smoke else []),
+                          what=f"{config} under {protocol}" + (", random subsets beside" if baseline else ""),
+                          capture=run.file(), done=has_row(run.file(), step=name), done_text="its row is recorded",
+                          when=path.exists, when_text=f"once {run.rel(path)} exists (python benchmarks/run.py zca)"))
+    run.chain(steps)
+
+
 def exp_evaluation(run: Run) -> None:
     results = run.file()
     smoke = ["--nets", "1", "--variants", "devs evaluate"] if run.smoke else []
@@ -902,6 +943,8 @@ EXPERIMENTS = {e.name: e for e in [
                data=("cifar10",)),
     Experiment("zca", "devs+ and DM at 10 per class on a validation split, with and without ZCA whitening "
                "(devs_table.py)", "ZCA", exp_zca, data=("cifar10",)),
+    Experiment("eval-recipes", "the zca experiment's sets under the recipes of IDC/DREAM (dsa-cutmix) and MTT/DATM "
+               "(zca-dsa), beside dsa (devs evaluate)", "ZCA", exp_eval_recipes, data=("cifar10",)),
     Experiment("frontier", "accuracy against distillation time: every method under growing budgets (anytime runs "
                "for dc, dm and devs+), one protocol, random beside (frontier.py)",
                "Accuracy against distillation time", exp_frontier, data=("cifar10",)),
