@@ -877,12 +877,22 @@ def exp_eval_recipes(run: Run) -> None:
 
 
 def exp_evaluation(run: Run) -> None:
+    """On the CPU: a 10-image set judged by 5 nets, plain runs against devs evaluate (compiled, together). On a
+    GPU: 1 and 10 per class judged by 10 nets, devs evaluate against the nets trained together (and bf16)."""
     results = run.file()
-    smoke = ["--nets", "1", "--variants", "devs evaluate"] if run.smoke else []
-    run.step(Step("evaluation", [PY, "benchmarks/evaluation.py", "--dataset", run.dataset("cifar10"),
-                                 "--results", run.rel(results), *smoke],
-                  what="a 10-image set judged by 5 nets: plain runs against devs evaluate (and compiled)",
-                  done=lambda: bool(read_rows(results)), done_text=f"{run.rel(results)} has a row"))
+    smoke = ["--nets", "2", "--variants", "devs evaluate", "devs evaluate, together"] if run.smoke else []
+    if not run.gpu:
+        run.step(Step("evaluation", [PY, "benchmarks/evaluation.py", "--dataset", run.dataset("cifar10"),
+                                     "--results", run.rel(results), *smoke],
+                      what="a 10-image set judged by 5 nets: plain runs against devs evaluate (compiled, together)",
+                      done=lambda: bool(read_rows(results)), done_text=f"{run.rel(results)} has a row"))
+        return
+    for ipc in (1, 10):
+        run.step(Step(f"evaluation-ipc{ipc}", [PY, "benchmarks/evaluation.py", "--dataset", run.dataset("cifar10"),
+                                               "--device", "cuda", "--ipc", str(ipc), "--nets", "10", "--results",
+                                               run.rel(results)],
+                      what=f"{ipc} per class judged by 10 nets: one by one against together (fp32, bf16)",
+                      done=has_row(results, images=10 * ipc), done_text=f"{run.rel(results)} has the row"))
 
 
 def exp_clustering(run: Run) -> None:
@@ -952,8 +962,8 @@ EXPERIMENTS = {e.name: e for e in [
                "dsa protocol with and without them (devs_table.py, devs evaluate)",
                "Augmentation that fits the data (issue \"Evaluation the field trusts\", item 6)", exp_flip,
                data=("mnist",)),
-    Experiment("evaluation", "evaluating a 10-image set: plain runs against devs evaluate (evaluation.py; times the "
-               "CPU)", "Speed (issue #8)", exp_evaluation, data=("cifar10",), devices=("cpu",)),
+    Experiment("evaluation", "evaluating a small set: plain runs against devs evaluate on the CPU, nets one by one "
+               "against together on a GPU (evaluation.py)", "Speed (issue #8)", exp_evaluation, data=("cifar10",)),
     Experiment("clustering", "k-means backends: time and inertia on synthetic and on real DEvS features "
                "(clustering.py)",
                "Speed (issue #8)", exp_clustering, data=("cifar10",)),

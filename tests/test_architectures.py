@@ -120,9 +120,9 @@ def test_hard_labels_are_the_one_hot_argmax_and_change_the_result(digits, monkey
     subset, truth = wrong_but_argmax_right(digits)
     assert torch.equal(hard_labels(subset.labels), torch.eye(10)[truth])
     module = importlib.import_module("devs.evaluate")
-    real, seen = module._train_and_test, []
-    monkeypatch.setattr(module, "_train_and_test",
-                        lambda images, targets, *rest: seen.append(targets) or real(images, targets, *rest))
+    real, seen = module._Judge.train_and_test, []
+    monkeypatch.setattr(module._Judge, "train_and_test",
+                        lambda judge, images, targets, *rest: seen.append(targets) or real(judge, images, targets, *rest))
     options = dict(protocol="dc", runs=1, epochs=40, progress=False, model="mlp")
     soft = evaluate(subset, digits, labels="soft", **options)
     hard = evaluate(subset, digits, labels="hard", **options)

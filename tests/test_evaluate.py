@@ -29,13 +29,13 @@ def test_evaluate_trains_fresh_nets_and_learns(digits):
 
 def test_random_baseline_trains_on_real_balanced_subsets(digits, monkeypatch):
     module = importlib.import_module("devs.evaluate")
-    real, seen = module._train_and_test, []
+    real, seen = module._Judge.train_and_test, []
 
-    def spy(images, targets, *rest):  # the real training, with a look at what it was given
+    def spy(judge, images, targets, *rest):  # the real training, with a look at what it was given
         seen.append((images, targets))
-        return real(images, targets, *rest)
+        return real(judge, images, targets, *rest)
 
-    monkeypatch.setattr(module, "_train_and_test", spy)
+    monkeypatch.setattr(module._Judge, "train_and_test", spy)
     result = evaluate_random_baseline(digits, 20, protocol="dc", runs=2, epochs=60, progress=False)
     assert result.size == 20 and result.label == "random" and len(result.accuracies) == 2
     train = digits.train.images.flatten(1)

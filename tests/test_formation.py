@@ -87,13 +87,13 @@ def test_files_without_the_field_load_as_factor_1_and_bad_values_are_refused(tmp
 
 def test_evaluation_trains_on_the_decoded_images(digits, monkeypatch):
     module = importlib.import_module("devs.evaluate")
-    real, seen = module._train_and_test, []
+    real, seen = module._Judge.train_and_test, []
 
-    def spy(images, targets, *rest):  # the real training, with a look at what it was given
+    def spy(judge, images, targets, *rest):  # the real training, with a look at what it was given
         seen.append((images.clone(), targets.clone()))
-        return real(images, targets, *rest)
+        return real(judge, images, targets, *rest)
 
-    monkeypatch.setattr(module, "_train_and_test", spy)
+    monkeypatch.setattr(module._Judge, "train_and_test", spy)
     order = torch.cat([torch.nonzero(digits.train.labels == c)[:16, 0] for c in range(10)])  # 4 tiles of one class each
     images = encode(downsample(digits.train.images[order], 2), 2)
     labels = pack_labels(F.one_hot(digits.train.labels[order], 10).float(), 2)

@@ -139,6 +139,11 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
                         help="train and test the judging nets (and, in devs distill, DEvS's extractors) in fp32, or "
                         "under bfloat16 autocast (bf16; auto = bf16 where the CPU has AVX-512 BF16 or AMX, or the GPU "
                         "supports it: about 1.8x faster training there; see BENCHMARKS 'Speed'). Default: fp32")
+    parser.add_argument("--together", action="store_true",
+                        help="train the judging nets at once, one vectorized step for all (torch.func): for GPUs, "
+                        "where one small net leaves the device idle (on CPUs the grouped convolutions it needs are "
+                        "slower than the nets one by one); each step equals the one-by-one step up to float rounding. "
+                        "Models with batch norm or dropout (the devs protocol) still train one by one")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also evaluate a random class-balanced real subset of the same size (default: on)")
 
@@ -313,7 +318,8 @@ def _run_evaluation(args: argparse.Namespace, distilled, dataset) -> list[dict[s
     """The set (and, with the baseline, a random subset) on each model of ``--model``: set, random, set, random, ..."""
     PROTOCOLS.get(args.protocol)
     common = dict(protocol=args.protocol, runs=args.runs, seed=args.seed, device=args.device,
-                  epochs=args.eval_epochs, progress=not args.quiet, compile=args.compile, precision=args.precision)
+                  epochs=args.eval_epochs, progress=not args.quiet, compile=args.compile, precision=args.precision,
+                  together=args.together)
     results = []
     for model in getattr(args, "models", None) or [None]:  # `devs distill` has no --model: the protocol's
         result = evaluate(distilled, dataset, model=model, labels=getattr(args, "labels", "soft"), **common)

@@ -28,6 +28,7 @@ from .methods.coresets import balanced_counts, random_subset_indices
 from .models import MODELS, build_model
 from .registry import Registry
 from .runtime import resolve_device
+from .together import train_together, why_not_together
 from .train import Normalizer, TrainRecipe, accuracy, resolve_precision, train_classifier
 from .zca import ZCA, check_matches
 
@@ -114,6 +115,7 @@ class EvaluationResult:
     labels: str = "soft"
     scores: dict[str, Any] | None = None
     precision: str = "fp32"  # the nets trained and tested under bf16 autocast ("bf16") or not
+    together: bool = False  # the nets trained at once (devs.together); each net's seconds are then the share
 
     @property
     def mean(self) -> float:
@@ -177,28 +179,43 @@ def check_compatible(distilled: DistilledSet, dataset: ImageDataset) -> None:
         logger.warning("Class names differ (%s vs %s); evaluating by class index.", distilled.classes, dataset.classes)
 
 
-def _train_and_test(
-    images: torch.Tensor,
-    targets: torch.Tensor,
-    dataset: ImageDataset,
-    protocol: Protocol,
-    recipe: TrainRecipe,
-    normalizer: Normalizer,
-    seed: int,
-    device: torch.device,
-    model: str | None = None,
-) -> float:
-    net = build_model(
-        model or protocol.model,
-        in_channels=dataset.image_shape[0],
-        num_classes=dataset.num_classes,
-        image_size=tuple(dataset.image_shape[1:]),
-        seed=seed,
-        dropout=protocol.dropout,
-    )
-    train_classifier(net, images, targets, recipe, normalizer, seed, device)
-    return 100.0 * accuracy(net, dataset.test.images, dataset.test.labels, normalizer, device, compile=recipe.compile,
-                            precision=recipe.precision)
+@dataclass
+class _Judge:
+    """The nets that judge under one protocol: how to build, train (one by one or together) and test them."""
+
+    dataset: ImageDataset
+    protocol: Protocol
+    recipe: TrainRecipe
+    normalizer: Normalizer | Whitening
+    device: torch.device
+    model: str
+
+    def net(self, seed: int) -> torch.nn.Module:
+        return build_model(self.model, in_channels=self.dataset.image_shape[0], num_classes=self.dataset.num_classes,
+                           image_size=tuple(self.dataset.image_shape[1:]), seed=seed, dropout=self.protocol.dropout)
+
+    def test(self, net: torch.nn.Module) -> float:
+        return 100.0 * accuracy(net, self.dataset.test.images, self.dataset.test.labels, self.normalizer, self.device,
+                                compile=self.recipe.compile, precision=self.recipe.precision)
+
+    def train_and_test(self, images: torch.Tensor, targets: torch.Tensor, seed: int) -> float:
+        net = self.net(seed)
+        train_classifier(net, images, targets, self.recipe, self.normalizer, seed, self.device)
+        return self.test(net)
+
+    def why_not_together(self) -> str | None:
+        """Why these nets must train one by one (None: they can train together)."""
+        if current_group().active:
+            return "under torchrun the ranks share the nets out instead"
+        if self.recipe.compile:
+            return "compiled training runs one net at a time"
+        with torch.device("meta"):
+            return why_not_together(self.net(0))
+
+    def together(self, training_sets: list[tuple[torch.Tensor, torch.Tensor]], seeds: list[int]) -> list[float]:
+        nets = train_together([self.net(seed) for seed in seeds], training_sets, self.recipe, self.normalizer, seeds,
+                              self.device)
+        return [self.test(net) for net in nets]
 
 
 def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False,
@@ -226,25 +243,38 @@ def hard_labels(labels: torch.Tensor) -> torch.Tensor:
     return torch.nn.functional.one_hot(labels.argmax(1), labels.shape[1]).to(labels.dtype)
 
 
-def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progress: bool, train_and_test,
-              model: str = "convnet", labels: str = "hard", precision: str = "fp32") -> EvaluationResult:
-    """Call ``train_and_test(seed)`` for seeds ``seed .. seed + runs - 1`` and collect the accuracies.
+def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progress: bool, judge: _Judge,
+              training_set, labels: str = "hard", together: bool = False) -> EvaluationResult:
+    """Train and test nets with seeds ``seed .. seed + runs - 1``, each on ``training_set(its seed)`` = (images,
+    target rows), and collect the accuracies.
 
-    Under torchrun the nets are independent, so rank r trains nets r, r + world, ...; every rank gets
-    all results back, in seed order.
+    With ``together`` the nets train at once (devs.together) where they can; otherwise (or if they cannot:
+    batch norm, dropout, compile, torchrun; logged) one by one. Under torchrun the nets are independent, so
+    rank r trains nets r, r + world, ...; every rank gets all results back, in seed order.
     """
+    result = EvaluationResult(label=label, protocol=protocol, size=size, model=judge.model, labels=labels,
+                              precision=judge.recipe.precision)
+    reason = judge.why_not_together() if together and runs > 1 else None
+    if together and runs > 1 and reason is None:
+        seeds = [seed + run for run in range(runs)]
+        start = time.perf_counter()
+        result.accuracies = judge.together([training_set(net_seed) for net_seed in seeds], seeds)
+        result.seeds, result.seconds = seeds, [(time.perf_counter() - start) / runs] * runs
+        result.together = True
+        return result
+    if reason:
+        logger.info("evaluate %s: training the nets one by one: %s", label, reason)
     group = current_group()
     mine = range(group.rank, runs, group.world_size)
     done = []
     shown = progress and group.is_main
-    bar = tqdm(mine, desc=f"evaluate {label} ({protocol}, {model})", disable=None if shown else True, leave=False)
+    bar = tqdm(mine, desc=f"evaluate {label} ({protocol}, {judge.model})", disable=None if shown else True,
+               leave=False)
     for run in bar:
         start = time.perf_counter()
-        acc = train_and_test(seed + run)
+        acc = judge.train_and_test(*training_set(seed + run), seed + run)
         done.append((run, acc, time.perf_counter() - start))
         logger.info("%s net %d/%d: %.2f%%", label, run + 1, runs, acc)
-    result = EvaluationResult(label=label, protocol=protocol, size=size, model=model, labels=labels,
-                              precision=precision)
     for run, acc, seconds in sorted(item for part in group.all_gather_object(done) for item in part):
         result.accuracies.append(acc)
         result.seeds.append(seed + run)
@@ -265,6 +295,7 @@ def evaluate(
     model: str | None = None,
     labels: str = "soft",
     precision: str = "fp32",
+    together: bool = False,
 ) -> EvaluationResult:
     """Train ``runs`` fresh networks (seeds ``seed + i``) on ``distilled``; test on ``dataset.test``.
 
@@ -273,6 +304,8 @@ def evaluate(
     A multi-formation set (``distilled.formation`` > 1) trains on its decoded images; its size in the
     result is still the number of stored images, the budget it is compared under. ``precision`` "bf16"
     trains and tests the nets under bfloat16 autocast; "auto" does so where the device has bf16 units.
+    ``together`` trains the nets at once where the model allows it (devs.together: faster on a GPU, each step
+    the one-by-one step up to float rounding); ``result.together`` says whether they did.
     """
     if labels not in LABEL_MODES:
         raise InvalidParameterError(f"Unknown labels {labels!r}. Valid: {', '.join(LABEL_MODES)}.")
@@ -289,11 +322,9 @@ def evaluate(
     if labels == "hard":
         targets = hard_labels(targets)
 
-    def train_and_test(net_seed: int) -> float:
-        return _train_and_test(images, targets, dataset, spec, recipe, normalizer, net_seed, torch_device, model)
-
-    return _run_nets(distilled.method or "distilled", protocol, len(distilled), runs, seed, progress, train_and_test,
-                     model, labels, recipe.precision)
+    judge = _Judge(dataset, spec, recipe, normalizer, torch_device, model)
+    return _run_nets(distilled.method or "distilled", protocol, len(distilled), runs, seed, progress, judge,
+                     lambda net_seed: (images, targets), labels, together)
 
 
 def net_inputs(dataset: ImageDataset, device: torch.device, mean: list[float], std: list[float],
@@ -328,11 +359,13 @@ def evaluate_random_baseline(
     model: str | None = None,
     zca: float | None = None,
     precision: str = "fp32",
+    together: bool = False,
 ) -> EvaluationResult:
     """The same protocol on class-balanced random real subsets of ``size`` images (a new subset per net).
 
-    ``model`` as in ``evaluate``; the subsets' labels are their one-hot classes (``labels`` "hard"). ``zca``
-    (default: the protocol's) trains on ZCA-whitened images, as a set distilled with that ZCA is judged.
+    ``model`` and ``together`` as in ``evaluate``; the subsets' labels are their one-hot classes (``labels``
+    "hard"). ``zca`` (default: the protocol's) trains on ZCA-whitened images, as a set distilled with that ZCA
+    is judged.
     """
     spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip, precision, resolve_device(device))
     counts = balanced_counts(size, dataset.num_classes)
@@ -341,12 +374,12 @@ def evaluate_random_baseline(
         raise InvalidParameterError(f"A random subset of {size} images needs more images per class than {dataset.name!r} has.")
     torch_device, normalizer, one_hot = _real_training_set(dataset, device, spec.zca if zca is None else zca)
 
-    def train_and_test(net_seed: int) -> float:
+    def subset(net_seed: int) -> tuple[torch.Tensor, torch.Tensor]:
         index = random_subset_indices(dataset.train.labels, counts, net_seed)
-        return _train_and_test(dataset.train.images[index], one_hot[index], dataset, spec, recipe, normalizer, net_seed,
-                               torch_device, model)
+        return dataset.train.images[index], one_hot[index]
 
-    return _run_nets("random", protocol, size, runs, seed, progress, train_and_test, model, precision=recipe.precision)
+    judge = _Judge(dataset, spec, recipe, normalizer, torch_device, model)
+    return _run_nets("random", protocol, size, runs, seed, progress, judge, subset, together=together)
 
 
 def evaluate_whole_set(
@@ -369,9 +402,6 @@ def evaluate_whole_set(
     spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip, precision, resolve_device(device))
     torch_device, normalizer, one_hot = _real_training_set(dataset, device, spec.zca if zca is None else zca)
 
-    def train_and_test(net_seed: int) -> float:
-        return _train_and_test(dataset.train.images, one_hot, dataset, spec, recipe, normalizer, net_seed, torch_device,
-                               model)
-
-    return _run_nets("whole set", protocol, len(dataset.train), runs, seed, progress, train_and_test, model,
-                     precision=recipe.precision)
+    judge = _Judge(dataset, spec, recipe, normalizer, torch_device, model)
+    return _run_nets("whole set", protocol, len(dataset.train), runs, seed, progress, judge,
+                     lambda net_seed: (dataset.train.images, one_hot))

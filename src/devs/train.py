@@ -141,14 +141,7 @@ def train_classifier(
     net = net.to(device)
     rows = _TrainingRows(images, normalizer, device)
     targets = targets.to(device, torch.float32)
-    generator = make_generator(seed, device if device.type == "cuda" else "cpu")
-    beta_rng = np.random.default_rng(seed)
-    dsa_rng = torch.Generator().manual_seed(seed)  # DSA draws on the CPU: no device sync per batch
-    optimizer = torch.optim.SGD(
-        net.parameters(), lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay
-    )
-    milestones = [int(recipe.epochs * drop) for drop in recipe.lr_drops]
-    scheduler = torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=recipe.lr_gamma)
+    optimizer, scheduler = sgd_schedule(net.parameters(), recipe)
     net.train()
     if group.active:
         if recipe.compile:
@@ -160,7 +153,7 @@ def train_classifier(
         model = torch.compile(net) if recipe.compile else net  # shares net's parameters
     step = _Step(net, model, optimizer, recipe, group, on_batch)
     with isolated_rng(seed, device):  # dropout masks come from the global RNG
-        _run_epochs(step, rows, targets, recipe, scheduler, generator, beta_rng, dsa_rng, progress)
+        _run_epochs(step, rows, targets, recipe, scheduler, BatchAugmenter(recipe, seed, device), progress)
     set_row_shard(net, None)
     net.eval()
     return net
@@ -221,28 +214,52 @@ class _Step:
         return loss.detach()
 
 
-def _run_epochs(step: _Step, rows: _TrainingRows, targets, recipe, scheduler, generator, beta_rng, dsa_rng,
+def sgd_schedule(parameters, recipe: TrainRecipe):
+    """The recipe's optimizer (SGD with momentum and weight decay) and its step schedule (per epoch)."""
+    optimizer = torch.optim.SGD(parameters, lr=recipe.lr, momentum=recipe.momentum, weight_decay=recipe.weight_decay)
+    milestones = [int(recipe.epochs * drop) for drop in recipe.lr_drops]
+    return optimizer, torch.optim.lr_scheduler.MultiStepLR(optimizer, milestones=milestones, gamma=recipe.lr_gamma)
+
+
+class BatchAugmenter:
+    """One net's data order and augmentation draws under ``recipe``, all from streams seeded by ``seed``: the
+    same seed gives the same epochs of batches, whichever loop trains the net (train_classifier, devs.together)."""
+
+    def __init__(self, recipe: TrainRecipe, seed: int, device: torch.device) -> None:
+        self.recipe = recipe
+        self.generator = make_generator(seed, device if device.type == "cuda" else "cpu")
+        self.beta_rng = np.random.default_rng(seed)
+        self.dsa_rng = torch.Generator().manual_seed(seed)  # DSA draws on the CPU: no device sync per batch
+        self.dsa_groups = parse_strategy(recipe.dsa)
+        self.sample = sample_composed if recipe.dsa_mode == "composed" else sample_per_image
+
+    def epoch(self, n: int, device: torch.device) -> list[torch.Tensor]:
+        """The row indices of one epoch's batches (a fresh shuffle)."""
+        order = torch.randperm(n, generator=self.generator, device=self.generator.device).to(device)
+        return list(order.split(min(self.recipe.batch_size, n)))
+
+    def __call__(self, batch: torch.Tensor, targets: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """A batch (normalized) and its target rows, augmented as the recipe says."""
+        recipe = self.recipe
+        batch = random_shift(batch, recipe.max_shift, self.generator)
+        if recipe.flip:
+            batch = random_flip(batch, self.generator)
+        if self.dsa_groups:
+            batch = self.sample(self.dsa_groups, self.dsa_rng, tuple(batch.shape[-2:]), len(batch))(batch)
+        batch, targets = mixup(batch, targets, recipe.mixup_alpha, self.generator, self.beta_rng)
+        return cutmix(batch, targets, recipe.cutmix_prob, recipe.cutmix_beta, self.generator, self.beta_rng)
+
+
+def _run_epochs(step: _Step, rows: _TrainingRows, targets, recipe, scheduler, augment: BatchAugmenter,
                 progress) -> None:
     n = len(rows)
-    dsa_groups = parse_strategy(recipe.dsa)
-    sample = sample_composed if recipe.dsa_mode == "composed" else sample_per_image
-    batch_size = min(recipe.batch_size, n)
     device = targets.device
     bar = tqdm(range(recipe.epochs), desc=progress, disable=None if progress else True, leave=False, unit="epoch")
     for _ in bar:
-        order = torch.randperm(n, generator=generator, device=generator.device).to(device)
-        indices = list(order.split(batch_size))
+        indices = augment.epoch(n, device)
         epoch_loss = torch.zeros((), device=device)
         for index, batch in zip(indices, rows.batches(indices)):
-            batch_targets = targets[index]
-            batch = random_shift(batch, recipe.max_shift, generator)
-            if recipe.flip:
-                batch = random_flip(batch, generator)
-            if dsa_groups:
-                batch = sample(dsa_groups, dsa_rng, tuple(batch.shape[-2:]), len(batch))(batch)
-            batch, batch_targets = mixup(batch, batch_targets, recipe.mixup_alpha, generator, beta_rng)
-            batch, batch_targets = cutmix(batch, batch_targets, recipe.cutmix_prob, recipe.cutmix_beta, generator,
-                                          beta_rng)
+            batch, batch_targets = augment(batch, targets[index])
             epoch_loss += step(index, batch, batch_targets) * len(index)  # no host sync per batch
         scheduler.step()
         if not bar.disable:
