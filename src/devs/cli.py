@@ -141,8 +141,8 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
                         "supports it: about 1.8x faster training there; see BENCHMARKS 'Speed'). Default: fp32")
     parser.add_argument("--together", action="store_true",
                         help="train the judging nets at once, one vectorized step for all (torch.func): for GPUs, "
-                        "where one small net leaves the device idle (on CPUs the grouped convolutions it needs are "
-                        "slower than the nets one by one); each step equals the one-by-one step up to float rounding. "
+                        "where one small net leaves the device idle (no faster on a CPU, which one net keeps busy); "
+                        "each step equals the one-by-one step up to float rounding. "
                         "Models with batch norm or dropout (the devs protocol) still train one by one")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also evaluate a random class-balanced real subset of the same size (default: on)")

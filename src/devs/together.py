@@ -9,9 +9,9 @@ rounding. (The vectorized convolutions round differently, and over a long run on
 grow as a 1e-7 change of the initial weights does: the nets are then other samples of the same training,
 as with ``compile``.)
 
-The vectorized convolutions are grouped convolutions, whose backward pass oneDNN runs slowly: on a 2-core
-CPU a ConvNet-3 step of 3 nets at 100 images each took 2.7x as long together as one by one, so this is for
-GPUs. Not for nets with batch norm (its running statistics are updated in place) or dropout (its masks would
+The vectorized convolutions are grouped convolutions; on a 2-core CPU, whose cores one net already keeps
+busy, judging a 10-image CIFAR-10 set with 2 nets took 37.3 s together against 35.8 s one by one
+(BENCHMARKS "Evaluating a 10-image set"), so this is for GPUs. Not for nets with batch norm (its running statistics are updated in place) or dropout (its masks would
 come from another stream): ``why_not_together`` says so, and the evaluation then trains the nets one by
 one. The training sets must have the same number of rows, so that the nets' batches line up.
 """
