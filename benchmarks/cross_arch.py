@@ -28,6 +28,7 @@ from devs.data import holdout_split, load_dataset
 from devs.evaluate import LABEL_MODES, PROTOCOLS, compute_scores, evaluate, evaluate_random_baseline
 from devs.io import load_distilled
 from devs.models import MODELS
+from devs.report.figures import transfer_table
 
 DEFAULT_MODELS = "convnet,alexnet,vgg11,resnet18"
 CELL_FIELDS = ("file", "dataset", "holdout", "model", "labels", "protocol", "eval_epochs", "runs", "seed")
@@ -88,39 +89,17 @@ def bench(args: argparse.Namespace) -> None:
                           f"{random['std']:.2f} %, gain {result.scores['gain']:+.2f}", flush=True)
 
 
-def _cell(result: dict | None) -> str:
-    return f"{result['mean']:.1f} ± {result['std']:.1f}" if result else ""
-
-
 def markdown(rows: list[dict]) -> str:
-    """One table: a row per (set, labels) and per random subset size, a column per model, mean ± std in %."""
+    """One table (devs.report's, as `devs report` shows it): a row per (set, labels) and per random subset size, a
+    column per model, mean ± std in %."""
     if not rows:
         return "(no results)"
-    models = list(dict.fromkeys(row["model"] for row in rows))
-
-    def protocol(row: dict) -> str:
-        epochs = row.get("eval_epochs")
-        return row["protocol"] + (f", {epochs} epoch{'' if epochs == 1 else 's'}" if epochs else "")
-
-    def split(row: dict) -> str:
-        return f"holdout {row['holdout']}" if row.get("holdout") else "test"
-
-    table: dict[tuple, dict[str, dict]] = {}
-    for row in rows:
-        context = (Path(row["dataset"]).name, split(row), protocol(row), row["size"])
-        table.setdefault((*context, 0, "random subset", "hard"), {})[row["model"]] = row["random"]
-        label = f"{row.get('method') or 'distilled'} ({Path(row['file']).name})"
-        table.setdefault((*context, 1, label, row["labels"]), {})[row["model"]] = row["set"]
-    nets = sorted({len(result["accuracies"]) for cells in table.values() for result in cells.values()})
-    lines = [f"| data | split | protocol | images | set | labels | {' | '.join(models)} |",
-             "|---|---|---|---|---|---|" + "---|" * len(models)]
-    for key in sorted(table):
-        data, where, proto, size, _, label, labels = key
-        cells = " | ".join(_cell(table[key].get(model)) for model in models)
-        lines.append(f"| {data} | {where} | {proto} | {size} | {label} | {labels} | {cells} |")
-    lines.append("")
-    lines.append(f"Test accuracy (%), mean ± std over {' or '.join(map(str, nets))} nets per cell; random subsets are "
-                 "class-balanced real images of the same size with one-hot labels, a new subset per net.")
+    table = transfer_table(rows)
+    lines = ["| " + " | ".join(table.columns) + " |", "|" + "---|" * len(table.columns)]
+    lines += ["| " + " | ".join(map(str, row)) + " |" for row in table.rows]
+    nets = sorted({len(row["set"]["accuracies"]) for row in rows})
+    lines += ["", f"Test accuracy (%), mean ± std over {' or '.join(map(str, nets))} nets per cell; random subsets are "
+                  "class-balanced real images of the same size with one-hot labels, a new subset per net."]
     return "\n".join(lines)
 
 

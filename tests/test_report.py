@@ -195,3 +195,26 @@ def test_report_plots_accuracy_against_distillation_time(tmp_path):
     assert [(r["entry"], r["seconds"], r["devs's"]) for r in table if r["entry"] == "devs+ balanced"] == [
         ("devs+ balanced", "597.0", "yes")]
     assert len(table) == 4
+
+
+def test_report_tables_cross_architecture_results(tmp_path):
+    def result(mean):
+        return {"accuracies": [mean - 0.5, mean + 0.5], "mean": mean, "std": 0.5}
+
+    def row(model, labels, mean, random_mean, file="runs/dm-ipc10.safetensors", method="dm"):
+        """A row as benchmarks/cross_arch.py writes it."""
+        return {"file": file, "dataset": ".data/cifar10-jpeg.tar.gz", "holdout": None, "model": model, "labels": labels,
+                "protocol": "dc", "eval_epochs": None, "runs": 2, "seed": 0, "size": 100, "method": method,
+                "set": result(mean), "random": result(random_mean)}
+
+    rows = [row("convnet", "soft", 52.0, 27.0), row("convnet", "hard", 48.0, 27.0), row("resnet18", "soft", 40.0, 22.0),
+            row("convnet", "soft", 44.0, 27.0, file="runs/devs-ipc10.safetensors", method="devs")]
+    (tmp_path / "cross.jsonl").write_text("".join(json.dumps(r) + "\n" for r in rows))
+    page = build_report([tmp_path / "cross.jsonl"], tmp_path / "out").read_text()
+    assert "Across architectures" in page and "Skipped inputs" not in page
+    table = list(csv.DictReader((tmp_path / "out" / "architectures.csv").open()))
+    cells = {(r["set"], r["labels"]): (r["convnet"], r["resnet18"]) for r in table}
+    assert cells == {("random subset", "hard"): ("27.0 ± 0.5", "22.0 ± 0.5"),
+                     ("dm (dm-ipc10.safetensors)", "soft"): ("52.0 ± 0.5", "40.0 ± 0.5"),
+                     ("dm (dm-ipc10.safetensors)", "hard"): ("48.0 ± 0.5", ""),
+                     ("devs (devs-ipc10.safetensors)", "soft"): ("44.0 ± 0.5", "")}

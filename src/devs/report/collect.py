@@ -137,6 +137,7 @@ class Collected:
     points: list[Point] = field(default_factory=list)
     timings: list[Timing] = field(default_factory=list)
     frontier: list[FrontierPoint] = field(default_factory=list)
+    transfer: list[dict[str, Any]] = field(default_factory=list)  # benchmarks/cross_arch.py rows
     skipped: list[tuple[str, str]] = field(default_factory=list)
 
     def skip(self, path: Path | str, reason: str) -> None:
@@ -144,7 +145,7 @@ class Collected:
         self.skipped.append((str(path), reason))
 
     def empty(self) -> bool:
-        return not (self.runs or self.loose_stages or self.points or self.timings or self.frontier)
+        return not (self.runs or self.loose_stages or self.points or self.timings or self.frontier or self.transfer)
 
 
 def collect(inputs: Iterable[str | Path]) -> Collected:
@@ -323,6 +324,9 @@ def _read_benchmark(path: Path, found: Collected) -> None:
             if "entry" in row and "seconds" in row:  # benchmarks/frontier.py
                 found.frontier.append(_frontier_point(row, path.name))
                 continue
+            if {"model", "labels", "set"} <= row.keys():  # benchmarks/cross_arch.py
+                found.transfer.append(_transfer_row(row, path.name))
+                continue
             points, timing = _benchmark_row(row, path.name)
         except (KeyError, TypeError, ValueError, AttributeError) as error:
             bad.append(f"line {number}: {type(error).__name__} {error}")
@@ -330,8 +334,8 @@ def _read_benchmark(path: Path, found: Collected) -> None:
         found.points += points
         found.timings += [timing] if timing else []
     if bad and len(bad) == len(lines):
-        found.skip(path, f"no benchmark rows ({bad[0]}); give results of benchmarks/devs_table.py, table1.py or "
-                         "frontier.py")
+        found.skip(path, f"no benchmark rows ({bad[0]}); give results of benchmarks/devs_table.py, table1.py, "
+                         "frontier.py or cross_arch.py")
     elif not lines:
         found.skip(path, "empty file")
     elif bad:
@@ -360,6 +364,15 @@ def _benchmark_row(row: dict[str, Any], source: str) -> tuple[list[Point], Timin
                         row.get("distill_peak_memory_mib"), row.get("distill_cuda_peak_memory_mib"),
                         row.get("stages") or [], str(row.get("machine", "")), source)
     return points, timing
+
+
+def _transfer_row(row: dict[str, Any], source: str) -> dict[str, Any]:
+    """A cross_arch.py row, checked for what the table reads."""
+    for result in (row["set"], row.get("random")):
+        if result is not None:
+            float(result["mean"]), float(result["std"])
+    str(row["model"]), str(row["protocol"]), str(row["dataset"]), str(row["file"]), int(row["size"])
+    return {**row, "source": source}
 
 
 def _frontier_point(row: dict[str, Any], source: str) -> FrontierPoint:

@@ -8,6 +8,7 @@ import io
 import json
 import shlex
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any, Iterable, Sequence
 
 from ..reporting import plain_text
@@ -133,6 +134,31 @@ def frontier_figure(points: Sequence[FrontierPoint]):
     axes.grid(alpha=0.3, which="both")
     axes.legend(fontsize=7, loc="best")
     return figure
+
+
+def transfer_table(rows: Sequence[dict[str, Any]]) -> Table:
+    """Cross-architecture results (benchmarks/cross_arch.py rows) as one table: a row per (set, labels) and per
+    random subset size, a column per model, each cell mean ± std (%) over that cell's nets."""
+    models = list(dict.fromkeys(row["model"] for row in rows))
+
+    def protocol(row: dict[str, Any]) -> str:
+        epochs = row.get("eval_epochs")
+        return row["protocol"] + (f", {epochs} epoch{'' if epochs == 1 else 's'}" if epochs else "")
+
+    cells: dict[tuple, dict[str, dict[str, Any]]] = {}
+    for row in rows:
+        split = f"holdout {row['holdout']}" if row.get("holdout") else "test"
+        context = (Path(row["dataset"]).name, split, protocol(row), row["size"])
+        if row.get("random"):
+            cells.setdefault((*context, 0, "random subset", "hard"), {})[row["model"]] = row["random"]
+        label = f"{row.get('method') or 'distilled'} ({Path(row['file']).name})"
+        cells.setdefault((*context, 1, label, row["labels"]), {})[row["model"]] = row["set"]
+    table_rows = []
+    for key in sorted(cells):
+        data, split, proto, size, _, label, labels = key
+        shown = [f"{cells[key][m]['mean']:.1f} ± {cells[key][m]['std']:.1f}" if m in cells[key] else "" for m in models]
+        table_rows.append([data, split, proto, size, label, labels, *shown])
+    return Table("architectures", ["data", "split", "protocol", "images", "set", "labels", *models], table_rows)
 
 
 def frontier_table(points: Sequence[FrontierPoint]) -> Table:

@@ -29,6 +29,7 @@ from .figures import (
     frontier_figure,
     frontier_groups,
     frontier_table,
+    transfer_table,
     runs_table,
     stage_table,
     timing_table,
@@ -106,6 +107,7 @@ def build_report(inputs: Iterable[str | Path], out_dir: str | Path, max_per_clas
              f"measurement(s) from {esc(', '.join(inputs))}; built {esc(_creation_time())}.</p>")
     _accuracy_section(page, found)
     _frontier_section(page, found)
+    _transfer_section(page, found)
     _grid_section(page, found, max_per_class)
     _timing_section(page, found)
     _runs_section(page, found)
@@ -140,6 +142,17 @@ def _frontier_section(page: Page, found: Collected) -> None:
         page.figure(frontier_figure(points), f"frontier-{slug(dataset)}-{slug(protocol)}-ipc{ipc}.png",
                     alt=f"accuracy against distillation time: {dataset}, {protocol}, {ipc} per class")
     page.table(frontier_table(found.frontier), "Every set of the time-to-accuracy runs", folded=True)
+
+
+def _transfer_section(page: Page, found: Collected) -> None:
+    if not found.transfer:
+        return
+    nets = sorted({len(row["set"].get("accuracies") or []) for row in found.transfer})
+    page.add("<h2>Across architectures</h2><p class=meta>Each set judged by other networks than the one it was "
+             "distilled with (benchmarks/cross_arch.py): test accuracy (%), mean ± std over "
+             f"{esc(' or '.join(map(str, nets)))} nets per cell, with the set's soft labels or their argmax (hard); "
+             "random subset = class-balanced real images of the same size, one-hot labels, a new subset per net.</p>")
+    page.table(transfer_table(found.transfer), "Sets by model")
 
 
 def _grid_section(page: Page, found: Collected, max_per_class: int) -> None:
