@@ -225,6 +225,7 @@ def test_dsa_strategy_parsing():
         ("dm", dict(dsa="color_blur")),
         ("dm", dict(width=0)),
         ("dm", dict(ipc=500)),
+        ("dm", dict(loss="moments")),
     ],
 )
 def test_bad_parameters_raise_typed_errors(name, params, digits):
@@ -328,3 +329,45 @@ def test_a_progress_file_with_wrong_tensors_is_ignored(digits, tmp_path, caplog)
     again = fit("dm", digits, ipc=1, iterations=3, checkpoint_dir=tmp_path, resume=True)
     assert "Ignoring malformed matching checkpoint" in caplog.text and again.iterations_done_ == 3
     assert torch.equal(again.distilled_.images, fit("dm", digits, ipc=1, iterations=3).distilled_.images)
+
+
+def test_mmd_loss_tends_to_dms_mean_loss_for_wide_kernels(monkeypatch):
+    import devs.methods.matching as matching
+
+    generator = torch.Generator().manual_seed(0)
+    # float64: with near-linear kernels the MMD is a difference of nearly equal sums
+    real = torch.randn(64, 8, generator=generator, dtype=torch.float64)
+    syn = torch.randn(5, 8, generator=generator, dtype=torch.float64) + 0.3
+    mean_loss = ((real.mean(0) - syn.mean(0)) ** 2).sum()
+    monkeypatch.setattr(matching, "MMD_BANDWIDTHS", (1e5, 2e5, 4e5))  # near-linear kernels
+    assert float(matching.mmd_loss(real, syn)) == pytest.approx(float(mean_loss), rel=1e-3)
+
+
+def test_mmd_loss_sees_the_spread_the_mean_loss_misses():
+    from devs.methods.matching import mmd_loss
+
+    real = torch.randn(256, 4, generator=torch.Generator().manual_seed(1))
+    centre = real.mean(0)
+    collapsed = torch.stack([centre, centre])  # both at the mean: the mean loss is 0
+    spread = torch.stack([centre + real.std(0), centre - real.std(0)])  # same mean, the real spread
+    assert float(((real.mean(0) - collapsed.mean(0)) ** 2).sum()) < 1e-10
+    assert float(mmd_loss(real, spread)) < float(mmd_loss(real, collapsed))
+    assert float(mmd_loss(real, real)) == pytest.approx(0.0, abs=1e-5)
+    # differentiable at zero distance (the collapsed pair): finite gradients, which push the pair apart
+    moving = collapsed.clone().requires_grad_(True)
+    mmd_loss(real, moving).backward()
+    assert torch.isfinite(moving.grad).all() and float(moving.grad.norm()) > 0
+
+
+def test_dm_with_the_mmd_loss_learns_and_is_recorded(digits, tmp_path):
+    mean = fit("dm", digits, ipc=2, iterations=3)
+    mmd = fit("dm", digits, ipc=2, iterations=3, loss="mmd")
+    assert all(math.isfinite(value) for value in mmd.loss_history_)
+    assert not torch.equal(mean.distilled_.images, mmd.distilled_.images)
+    assert mmd.distilled_.config["loss"] == "mmd" and "loss" not in mean.distilled_.config  # older files unchanged
+    # devs+ passes it to its DM step
+    plus = get_method("devs+", ipc=1, epochs=1, finetune_iterations=2, finetune_loss="mmd", device="cpu",
+                      progress=False, checkpoint_dir=tmp_path).fit(digits)
+    assert plus.distilled_.config["finetune_loss"] == "mmd"
+    with pytest.raises(InvalidParameterError, match="finetune_loss"):
+        get_method("devs+", ipc=1, finetune_loss="median").fit(digits)

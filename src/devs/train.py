@@ -291,6 +291,18 @@ def _inference_runner(net: nn.Module, device: torch.device, compile: bool, outpu
 
 
 @torch.no_grad()
+def features_without_grad(net: nn.Module, batch: torch.Tensor, chunk: int = 32) -> torch.Tensor:
+    """The trunk features of every row of ``batch`` (already normalized), without gradients; on the CPU on a
+    channels-last copy of ``net``, ``chunk`` rows at a time, as mean_features."""
+    if batch.device.type != "cpu":
+        rows = max(1, GPU_CHUNK_VALUES // batch[0].numel())
+        return torch.cat([net.features(part) for part in batch.split(rows)])
+    run = _inference_runner(net, batch.device, compile=False, output="features")
+    layout = _inference_layout(batch.device)
+    return torch.cat([run(rows.contiguous(memory_format=layout)) for rows in batch.split(chunk)])
+
+
+@torch.no_grad()
 def mean_features(net: nn.Module, batch: torch.Tensor, chunk: int = 32, sizes: list[int] | None = None) -> torch.Tensor:
     """The mean trunk feature of ``batch`` (already normalized), without gradients; with ``sizes``, one mean
     per run of that many consecutive rows ([len(sizes), D]). On the CPU it runs on a channels-last copy of

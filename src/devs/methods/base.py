@@ -24,6 +24,9 @@ from ..zca import ZCA
 
 METHODS: Registry[Callable[..., "DistillationMethod"]] = Registry("method")
 register_method = METHODS.register
+# Parameters added after files and checkpoints were written, with their defaults: at these values they are left
+# out of configs and checkpoint keys, so older files and keys stay valid.
+LATER_DEFAULTS: dict[str, Any] = {"zca": None, "precision": "fp32", "loss": "mean", "finetune_loss": "mean"}
 
 
 def list_methods(pattern: str = "*") -> list[str]:
@@ -209,10 +212,11 @@ class DistillationMethod:
         raise NotImplementedError
 
     def _settings(self, exclude: Any = ()) -> dict[str, Any]:
-        """``get_params()`` less ``exclude``, and less ``zca`` when it is off and ``precision`` when it is fp32:
-        files and checkpoint keys of runs without them stay what they were before the parameters existed."""
+        """``get_params()`` less ``exclude``, and less the parameters added after files were written while they
+        keep their default (LATER_DEFAULTS): files and checkpoint keys of runs without them stay what they were
+        before the parameters existed."""
         return {k: v for k, v in self.get_params().items() if k not in exclude
-                and not (k == "zca" and v is None) and not (k == "precision" and v == "fp32")}
+                and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
 
     def _key_settings(self, exclude: Any = ()) -> dict[str, Any]:
         """``_settings`` for a checkpoint key: ``precision`` as resolved for this fit (``precision_``; "auto"

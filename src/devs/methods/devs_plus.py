@@ -42,9 +42,9 @@ from ..formation import check_factor, downsample, encode, pack_labels
 from ..io import DistilledSet
 from .base import as_training_data, check_number, register_method
 from .devs import DEvS, StageContext
-from .matching import ZCA_FORMATION, DistributionMatching
+from .matching import DM_LOSSES, ZCA_FORMATION, DistributionMatching
 
-PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "formation",
+PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "finetune_loss", "formation",
                "trained_embedding", "trained_ce", "time_budget_s")
 
 
@@ -59,6 +59,7 @@ class DEvSPlus(DEvS):
     anchor: weight in [0, 1] of the cluster medoid in each image.
     finetune_iterations: DM iterations started from the DEvS images (0: none; needs per-class clustering).
     finetune_lr: DM's learning rate on the pixels.
+    finetune_loss: DM's loss, "mean" (the paper's) or "mmd" (every moment; DistributionMatching's ``loss``).
     formation: multi-formation factor f (1: off): each stored image holds f x f images at 1/f of the size.
         The last stage (and a given ``schedule``) counts those smaller images: ``ipc * f**2`` per class.
     trained_embedding: probability in [0, 1] that a DM iteration embeds with the first-stage extractor
@@ -76,11 +77,12 @@ class DEvSPlus(DEvS):
     name = "devs+"
     supports_snapshots = True  # through its DM step (finetune_iterations > 0)
     # The DM step and the packing into stored images change no DEvS stage (a stage's size is in its key).
-    after_stages_params = ("finetune_iterations", "finetune_lr", "formation", "trained_embedding", "trained_ce",
-                           "time_budget_s")
+    after_stages_params = ("finetune_iterations", "finetune_lr", "finetune_loss", "formation", "trained_embedding",
+                           "trained_ce", "time_budget_s")
 
     def __init__(self, ipc: int = 10, *, label_mix: float = 0.5, temperature: float = 1.0, anchor: float = 0.5,
-                 finetune_iterations: int = 300, finetune_lr: float = 1.0, formation: int = 1,
+                 finetune_iterations: int = 300, finetune_lr: float = 1.0, finetune_loss: str = "mean",
+                 formation: int = 1,
                  trained_embedding: float = 0.0, trained_ce: float = 0.0, time_budget_s: float | None = None,
                  clustering: str = "per-class", **devs_params: Any) -> None:
         # Per-class clustering (its DM step and multi-formation need one class per image), whatever DEvS's
@@ -91,6 +93,7 @@ class DEvSPlus(DEvS):
         self.anchor = anchor
         self.finetune_iterations = finetune_iterations
         self.finetune_lr = finetune_lr
+        self.finetune_loss = finetune_loss
         self.formation = formation
         self.trained_embedding = trained_embedding
         self.trained_ce = trained_ce
@@ -107,6 +110,8 @@ class DEvSPlus(DEvS):
         check_number("devs+", "temperature", self.temperature, integer=False, low=1e-3)
         check_number("devs+", "finetune_iterations", self.finetune_iterations, integer=True, low=0)
         check_number("devs+", "finetune_lr", self.finetune_lr, integer=False, low=1e-9)
+        if self.finetune_loss not in DM_LOSSES:
+            raise InvalidParameterError(f"Unknown finetune_loss {self.finetune_loss!r}. Valid: {', '.join(DM_LOSSES)}.")
         check_number("devs+", "trained_embedding", self.trained_embedding, integer=False, low=0.0, high=1.0)
         check_number("devs+", "trained_ce", self.trained_ce, integer=False, low=0.0)
         if self.time_budget_s is not None:
@@ -174,7 +179,7 @@ class DEvSPlus(DEvS):
         trained = self.first_extractor(data) if self.trained_embedding else None
         dm = _DistributionMatchingFrom(
             start.images, trained_net=trained, trained_embedding=self.trained_embedding, trained_ce=self.trained_ce,
-            ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
+            ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr, loss=self.finetune_loss,
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
             progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
             time_budget_s=time_budget_s, zca=self.zca, fitted_zca=self.zca_, precision=self.precision,
