@@ -852,6 +852,24 @@ def exp_flip(run: Run) -> None:
     run.chain(chain)
 
 
+def exp_dm_loss(run: Run) -> None:
+    """DM's loss: the paper's mean embedding against the MMD of every moment (issue #23, item 2), DM with the
+    balanced recipe (packed, 300 iterations on a CPU, 2,000 on a GPU) on the validation split, 1 then 10 per
+    class, one seed, the same start images for both losses."""
+    ipcs = run.pick([1, 10], [1, 10, 50], smoke=[1])
+    protocols = run.pick(["dc"], ["dc", "dsa"], smoke=["dc"])
+    steps = []
+    for ipc in ipcs:
+        for loss in ("mean", "mmd"):
+            distill = ["--method", "dm", "--param", f"loss={loss}"]
+            distill += run.pick([], ["--param", "iterations=2000"], smoke=["--param", "iterations=2"])
+            steps.append(devs_table_step(run, f"ipc{ipc}-{loss}", results=run.file(), config=f"dm-{loss}", data="cifar10",
+                                         ipcs=[ipc], protocols=protocols, work=run.work, distill=distill,
+                                         holdout=run.pick(5000, 5000, smoke=300), eval_epochs=3 if run.smoke else None,
+                                         group=f"ipc{ipc}", what=f"DM with the {loss} loss at {ipc} per class"))
+    run.chain(steps)
+
+
 def exp_eval_recipes(run: Run) -> None:
     """The zca experiment's validation-split sets judged under the recipes the strongest papers use (issue #24,
     item 4): devs+ and DM (no ZCA) under dsa and dsa-cutmix (IDC, DREAM), their ZCA twins under zca-dsa (MTT,
@@ -953,6 +971,8 @@ EXPERIMENTS = {e.name: e for e in [
                data=("cifar10",)),
     Experiment("zca", "devs+ and DM at 10 per class on a validation split, with and without ZCA whitening "
                "(devs_table.py)", "ZCA", exp_zca, data=("cifar10",)),
+    Experiment("dm-loss", "DM's loss: mean embeddings (the paper) against the MMD of every moment (after M3D), on "
+               "a validation split (devs_table.py)", "devs+ (issue #7)", exp_dm_loss, data=("cifar10",)),
     Experiment("eval-recipes", "the zca experiment's sets under the recipes of IDC/DREAM (dsa-cutmix) and MTT/DATM "
                "(zca-dsa), beside dsa (devs evaluate)", "ZCA", exp_eval_recipes, data=("cifar10",)),
     Experiment("frontier", "accuracy against distillation time: every method under growing budgets (anytime runs "
