@@ -9,8 +9,8 @@ alone: the floor under any fp32 evaluation of these nets on the machine. Prints 
 --results, and ends with ``speedup X.XX`` (fastest devs variant over the plain runs).
 
 With ``--device cuda`` the plain runs and the floor (CPU measures) are left out and the variants are timed
-against ``devs evaluate`` itself (one net after another): what training the nets together (``together``,
-devs.together) and bf16 gain where one small net leaves the GPU idle.
+against ``devs evaluate`` itself (one net after another): what compiling, training the nets together
+(``together``, devs.together) and bf16 gain where one small net leaves the GPU idle.
 
     python benchmarks/evaluation.py --results benchmarks/results/evaluation.jsonl
     python benchmarks/evaluation.py --device cuda --ipc 10 --nets 10 --results benchmarks/results/evaluation-gpu.jsonl
@@ -107,13 +107,13 @@ def main() -> None:
     parser.add_argument("--ipc", type=int, default=1, help="images per class of the judged set (default 1: 10 images)")
     parser.add_argument("--nets", type=int, default=5)
     parser.add_argument("--variants", nargs="*", choices=list(VARIANTS),
-                        help="default: every fp32 variant on a CPU; on a GPU devs evaluate and the together ones")
+                        help="default: every fp32 variant on a CPU, every variant on a GPU")
     parser.add_argument("--device", default="cpu", help="cpu (default), or cuda: the variants alone")
     parser.add_argument("--results", help="append the result as one JSON line here")
     args = parser.parse_args()
     on_cpu = args.device == "cpu"
     if args.variants is None:
-        args.variants = [name for name in VARIANTS if ("bf16" not in name if on_cpu else "compile" not in name)]
+        args.variants = [name for name in VARIANTS if not (on_cpu and "bf16" in name)]
     if not on_cpu and "devs evaluate" not in args.variants:
         args.variants.insert(0, "devs evaluate")  # the baseline on a GPU
     torch.set_num_threads(len(os.sched_getaffinity(0)))

@@ -915,7 +915,7 @@ def exp_evaluation(run: Run) -> None:
         run.step(Step(f"evaluation-ipc{ipc}", [PY, "benchmarks/evaluation.py", "--dataset", run.dataset("cifar10"),
                                                "--device", "cuda", "--ipc", str(ipc), "--nets", "10", "--results",
                                                run.rel(results)],
-                      what=f"{ipc} per class judged by 10 nets: one by one against together (fp32, bf16)",
+                      what=f"{ipc} per class judged by 10 nets: one by one against compiled and together (fp32, bf16)",
                       done=has_row(results, images=10 * ipc), done_text=f"{run.rel(results)} has the row"))
 
 
