@@ -855,8 +855,9 @@ def exp_flip(run: Run) -> None:
 def exp_dm_loss(run: Run) -> None:
     """DM's loss: the paper's mean embedding against the MMD of every moment (issue #23, item 2), DM with the
     balanced recipe (packed, 300 iterations on a CPU, 2,000 on a GPU) on the validation split, 1 then 10 per
-    class, one seed, the same start images for both losses. On a GPU 1, 10 and 50 per class as three chains at
-    once, under dc and dsa."""
+    class, one seed, the same start images for both losses; then devs+ (the balanced recipe) with either loss
+    in its DM step at 1 per class, its extractor trained once for both. On a GPU 1, 10 and 50 per class as
+    three chains at once, under dc and dsa."""
     ipcs = run.pick([1, 10], [1, 10, 50], smoke=[1])
     protocols = run.pick(["dc"], ["dc", "dsa"], smoke=["dc"])
     chains = []
@@ -870,9 +871,18 @@ def exp_dm_loss(run: Run) -> None:
                                          ipcs=[ipc], protocols=protocols, work=run.work, distill=distill,
                                          holdout=run.pick(5000, 5000, smoke=300), eval_epochs=3 if run.smoke else None,
                                          group=f"ipc{ipc}", what=f"DM with the {loss} loss at {ipc} per class"))
+    for loss in ("mean", "mmd"):  # devs+: the same DEvS stage (finetune_loss is not in its key) for both
+        distill = ["--method", "devs+", "--param", f"finetune_loss={loss}"]
+        distill += run.pick([], ["--param", "finetune_iterations=2000"], smoke=["--epochs", "1", "--param",
+                                                                                "finetune_iterations=2"])
+        chains[0].append(devs_table_step(run, f"devs-plus-ipc1-{loss}", results=run.file(), config=f"devs-plus-{loss}",
+                                         data="cifar10", ipcs=[1], protocols=protocols, work=run.work, distill=distill,
+                                         holdout=run.pick(5000, 5000, smoke=300),
+                                         eval_epochs=3 if run.smoke else None, group="devs-plus",
+                                         what=f"devs+ with the {loss} loss in its DM step at 1 per class"))
     if run.gpu:
         run.parallel(*chains)
-    else:
+    else:  # the 1-per-class chain (DM, then devs+) first: the cheap answers
         run.chain([step for steps in chains for step in steps])
 
 
