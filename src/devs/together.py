@@ -11,9 +11,9 @@ as with ``compile``.)
 
 The vectorized convolutions are grouped convolutions; on a 2-core CPU, whose cores one net already keeps
 busy, judging a 10-image CIFAR-10 set with 2 nets took 37.3 s together against 35.8 s one by one
-(BENCHMARKS "Evaluating a 10-image set"), so this is for GPUs. Not for nets with batch norm (its running statistics are updated in place) or dropout (its masks would
-come from another stream): ``why_not_together`` says so, and the evaluation then trains the nets one by
-one. The training sets must have the same number of rows, so that the nets' batches line up.
+(BENCHMARKS "Evaluating a 10-image set"), so this is for GPUs. Not for nets with batch norm (its running
+statistics are updated in place) or dropout (its masks would come from another stream): ``why_not_together``
+says so, and the evaluation then trains the nets one by one. The training sets must have the same number of rows, so that the nets' batches line up.
 """
 
 from __future__ import annotations

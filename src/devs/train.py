@@ -311,8 +311,7 @@ def mean_features(net: nn.Module, batch: torch.Tensor, chunk: int = 32, sizes: l
     call, up to ``GPU_CHUNK_VALUES`` input values at a time."""
     groups = batch.split(sizes) if sizes is not None else (batch,)
     if batch.device.type != "cpu":
-        rows = max(1, GPU_CHUNK_VALUES // batch[0].numel())
-        features = torch.cat([net.features(part) for part in batch.split(rows)])
+        features = features_without_grad(net, batch)
         means = torch.stack([part.mean(0) for part in features.split([len(group) for group in groups])])
     else:
         run = _inference_runner(net, batch.device, compile=False, output="features")
