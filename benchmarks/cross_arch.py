@@ -5,6 +5,8 @@ the set (its soft label rows, or their one-hot argmax with ``hard``) and, beside
 random real subsets of the same size (always one-hot). One JSON line per cell goes to --results as soon
 as it is known; a rerun skips the cells already there (same file path, dataset, holdout, model, labels,
 protocol, epochs, runs and seed) and reuses a recorded random subset result for the other label mode.
+A set whose label rows are already one-hot (DC, DM, the coresets) trains the same nets under both modes, so
+its second mode is not trained again: its row copies the first mode's result and says so (``same_as``).
 The table has one row per set and label mode and one per random subset size, one column per model.
 
     python benchmarks/cross_arch.py runs/cifar10-devs-ipc10-seed0.safetensors --dataset cifar10 \
@@ -25,7 +27,8 @@ from pathlib import Path
 from devs_table import read_rows, record
 
 from devs.data import holdout_split, load_dataset
-from devs.evaluate import LABEL_MODES, PROTOCOLS, compute_scores, evaluate, evaluate_random_baseline
+from devs.evaluate import (LABEL_MODES, PROTOCOLS, EvaluationResult, compute_scores, evaluate,
+                           evaluate_random_baseline, hard_labels)
 from devs.io import load_distilled
 from devs.models import MODELS
 from devs.report.figures import transfer_table
@@ -47,6 +50,11 @@ def random_key(row: dict) -> tuple:
     return tuple(row.get(name) for name in RANDOM_FIELDS)
 
 
+def labels_are_one_hot(distilled) -> bool:
+    """True when soft and hard evaluation would train on the same targets."""
+    return bool((distilled.labels == hard_labels(distilled.labels)).all())
+
+
 def bench(args: argparse.Namespace) -> None:
     for model in args.models:
         MODELS.get(model)  # unknown names fail before any data is read
@@ -66,16 +74,27 @@ def bench(args: argparse.Namespace) -> None:
     common = dict(runs=args.runs, seed=args.seed, device=args.device, epochs=args.eval_epochs, progress=not args.quiet)
     for file in args.files:
         distilled = load_distilled(file)
+        one_hot = labels_are_one_hot(distilled)
         for protocol in args.protocol:
             for model in args.models:
+                other_mode: dict | None = None  # this cell's row under another label mode, if recorded
                 for labels in args.labels:
                     cell = {"file": str(file), "dataset": args.dataset, "holdout": args.holdout, "model": model,
                             "labels": labels, "protocol": protocol, "eval_epochs": args.eval_epochs,
                             "runs": args.runs, "seed": args.seed, "size": len(distilled)}
                     if cell_key(cell) in done:
                         print(f"skip {file} {protocol} {model} {labels}: recorded", flush=True)
+                        other_mode = other_mode or next(row for row in rows if cell_key(row) == cell_key(cell))
                         continue
-                    result = evaluate(distilled, dataset, protocol=protocol, model=model, labels=labels, **common)
+                    if one_hot and other_mode is not None:
+                        # One-hot rows: this mode would train the very same nets; copy the result.
+                        copied = {**other_mode["set"], "labels": labels}
+                        for derived in ("mean", "std"):
+                            copied.pop(derived, None)
+                        result = EvaluationResult(**copied)
+                        cell["same_as"] = other_mode["labels"]
+                    else:
+                        result = evaluate(distilled, dataset, protocol=protocol, model=model, labels=labels, **common)
                     random = randoms.get(random_key(cell))
                     if random is None:
                         random = evaluate_random_baseline(dataset, len(distilled), protocol=protocol, model=model,
@@ -84,7 +103,9 @@ def bench(args: argparse.Namespace) -> None:
                     result.scores = compute_scores(result, random["mean"])
                     row = {**cell, "method": distilled.method, "set": result.to_dict(), "random": random}
                     record(args.results, row)
+                    rows.append(row)
                     done.add(cell_key(cell))
+                    other_mode = other_mode or row
                     print(f"{file} {protocol} {model} {labels}: {result.summary()}, random {random['mean']:.2f} ± "
                           f"{random['std']:.2f} %, gain {result.scores['gain']:+.2f}", flush=True)
 

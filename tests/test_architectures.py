@@ -11,6 +11,7 @@ import torch
 from devs import RandomSubset
 from devs.cli import main
 from devs.errors import InvalidParameterError
+from devs.io import load_distilled
 from devs.evaluate import EvaluationResult, compute_scores, evaluate, hard_labels
 from devs.models import ShardedDropout, build_model, count_parameters, list_models
 
@@ -192,10 +193,33 @@ def test_cross_arch_benchmark_records_and_resumes(digits, tmp_path, monkeypatch,
     rows = [json.loads(line) for line in results.read_text().splitlines()]
     assert [(r["model"], r["labels"]) for r in rows] == [("mlp", "soft"), ("mlp", "hard")]
     assert len(baselines) == 1 and rows[0]["random"] == rows[1]["random"]  # one random subset serves both modes
+    # A random subset's rows are one-hot: the hard cell copies the soft one instead of training the same nets.
+    assert rows[1]["same_as"] == "soft" and rows[1]["set"]["accuracies"] == rows[0]["set"]["accuracies"]
+    assert rows[1]["set"]["labels"] == "hard" and "same_as" not in rows[0]
     assert cross_arch.main(argv) == 0  # rerun: nothing new
     assert len(results.read_text().splitlines()) == 2 and len(baselines) == 1
     capsys.readouterr()
     assert cross_arch.main(["--results", str(results), "--markdown"]) == 0
     table = capsys.readouterr().out
     assert "| mlp |" in table and "random subset" in table and "dc, 1 epoch |" in table
+    assert "hard (= soft, one-hot rows)" in table
+    sys.modules.pop("cross_arch", None)
+
+
+def test_cross_arch_trains_both_label_modes_of_a_soft_set(digits, tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "benchmarks"))
+    cross_arch = importlib.import_module("cross_arch")
+    path, results = tmp_path / "set.safetensors", tmp_path / "cross.jsonl"
+    distilled = RandomSubset(ipc=1, random_state=1).fit(digits).distilled_
+    distilled.labels = 0.8 * distilled.labels + 0.02  # soft rows: hard evaluation trains on other targets
+    distilled.save(path)
+    assert not cross_arch.labels_are_one_hot(load_distilled(path))
+    trained = []
+    real = cross_arch.evaluate
+    monkeypatch.setattr(cross_arch, "evaluate", lambda *a, **k: trained.append(k["labels"]) or real(*a, **k))
+    argv = [str(path), "--dataset", "digits", "--models", "mlp", "--runs", "1", "--eval-epochs", "1", "-q",
+            "--results", str(results)]
+    assert cross_arch.main(argv) == 0
+    rows = [json.loads(line) for line in results.read_text().splitlines()]
+    assert trained == ["soft", "hard"] and not any("same_as" in row for row in rows)
     sys.modules.pop("cross_arch", None)

@@ -152,7 +152,9 @@ def transfer_table(rows: Sequence[dict[str, Any]]) -> Table:
         if row.get("random"):
             cells.setdefault((*context, 0, "random subset", "hard"), {})[row["model"]] = row["random"]
         label = f"{row.get('method') or 'distilled'} ({Path(row['file']).name})"
-        cells.setdefault((*context, 1, label, row["labels"]), {})[row["model"]] = row["set"]
+        # A one-hot set's second label mode trains the same nets; cross_arch.py copies it and says so.
+        labels = row["labels"] + (f" (= {row['same_as']}, one-hot rows)" if row.get("same_as") else "")
+        cells.setdefault((*context, 1, label, labels), {})[row["model"]] = row["set"]
     table_rows = []
     for key in sorted(cells):
         data, split, proto, size, _, label, labels = key
