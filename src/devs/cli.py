@@ -35,7 +35,7 @@ from .runtime import (
     peak_memory_mib,
     resolve_device,
 )
-from .snapshots import Snapshots, snapshot_path
+from .snapshots import Snapshots, snapshot_path, within_budget
 from .train import PRECISION_CHOICES
 from .zca import DEFAULT_REGULARIZATION as ZCA_REGULARIZATION
 
@@ -456,7 +456,7 @@ def _cmd_distill(args: argparse.Namespace) -> int:
     if args.snapshots and len(snapshots_written) < len(args.snapshots):
         logger.warning("%s ended after %.0f s, before snapshot time(s) %s: the final set stands for them",
                        args.method, seconds, ", ".join(f"{t:g} s" for t in args.snapshots[len(snapshots_written):]))
-    if args.time_budget is not None and seconds > args.time_budget * 1.05:
+    if args.time_budget is not None and not within_budget(seconds, args.time_budget):
         logger.warning("%s took %.0f s, over the --time-budget of %.0f s", args.method, seconds, args.time_budget)
     main_rank = args.group.is_main
     grid = out.with_suffix(".png")

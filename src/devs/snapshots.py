@@ -22,6 +22,14 @@ from .io import DistilledSet
 
 Writer = Callable[[DistilledSet, float, float], None]  # (set, the time asked for, the elapsed seconds)
 
+# A run stops (or snapshots) after the step in flight when its time is reached, so it may end a little
+# past its budget: up to this factor over it still counts as within the budget (devs distill warns beyond).
+BUDGET_TOLERANCE = 1.05
+
+
+def within_budget(seconds: float, budget_s: float) -> bool:
+    return seconds <= budget_s * BUDGET_TOLERANCE
+
 
 @dataclass
 class Snapshots:
