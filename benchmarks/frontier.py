@@ -208,10 +208,8 @@ def append(results: Path, args, stem: str, ipc: int, entry: str, result: dict, *
 # ----------------------------------------------------------------------------- reading the results
 def best_within(rows: list[dict], budget: float, ours: bool) -> dict | None:
     """The most accurate entry of ours (or of the others) whose time is within ``budget`` (5% over allowed: a
-    run stops after the step in flight, devs.snapshots.BUDGET_TOLERANCE), or that is an anytime run's snapshot
-    for ``budget`` itself: what that method returns when asked to stop then, however long its last step."""
-    fitting = [row for row in rows if row["ours"] == ours and row["file"]
-               and (within_budget(row["seconds"], budget) or row.get("snapshot_at_s") == budget)]
+    snapshot is taken after the step in flight, devs.snapshots.BUDGET_TOLERANCE)."""
+    fitting = [row for row in rows if row["ours"] == ours and row["file"] and within_budget(row["seconds"], budget)]
     return max(fitting, key=lambda row: row["result"]["mean"], default=None)
 
 
@@ -230,8 +228,8 @@ def markdown(rows: list[dict], budgets: list[float]) -> str:
                          f"{result['mean']:.1f} ± {result['std']:.1f} |")
         if random:
             lines.append(f"| random real subsets | 0 | | {random['mean']:.1f} ± {random['std']:.1f} |")
-        lines += ["", f"| budget (an entry counts up to {BUDGET_TOLERANCE - 1:.0%} over it, a snapshot for it always) "
-                      "| best of devs's methods | best of the others |", "|---|---|---|"]
+        lines += ["", f"| budget (an entry counts up to {BUDGET_TOLERANCE - 1:.0%} over it) | best of devs's methods | "
+                      "best of the others |", "|---|---|---|"]
         for budget in budgets:
             cells = []
             for ours in (True, False):
