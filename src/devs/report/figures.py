@@ -109,17 +109,22 @@ def frontier_groups(points: Sequence[FrontierPoint]) -> dict[tuple[str, str, int
 
 def frontier_figure(points: Sequence[FrontierPoint]):
     """Accuracy against distillation seconds (log scale) of one group: a line per entry through its sets
-    (devs's methods solid, the others dashed), the random real subsets as a grey band."""
+    (devs's methods solid and marked "ours", the others dashed), the random real subsets as a grey band."""
     from matplotlib.figure import Figure
 
-    figure = Figure(figsize=(6.4, 4.2), dpi=100, layout="constrained")
+    import matplotlib
+
+    figure = Figure(figsize=(8.6, 4.4), dpi=100, layout="constrained")
     axes = figure.add_subplot()
     first = points[0]
-    for entry in sorted({p.entry for p in points if p.entry != RANDOM_SUBSETS}, key=method_sort_key):
+    entries = sorted({p.entry for p in points if p.entry != RANDOM_SUBSETS}, key=method_sort_key)
+    colors = matplotlib.colormaps["tab20"].colors  # 20 distinct colours, and a marker cycle beside them
+    for index, entry in enumerate(entries):
         series = sorted((p for p in points if p.entry == entry), key=lambda p: p.seconds)
-        style = dict(linestyle="-", marker="o") if series[0].ours else dict(linestyle="--", marker="s")
+        ours = series[0].ours
         axes.errorbar([max(p.seconds, 0.1) for p in series], [p.mean for p in series], yerr=[p.std for p in series],
-                      capsize=3, markersize=4, label=plain_text(entry), **style)
+                      capsize=3, markersize=5, color=colors[index % len(colors)], marker="os^vDPX*h<>p"[index % 12],
+                      linestyle="-" if ours else "--", label=plain_text(entry + (" (ours)" if ours else "")))
     random = [p for p in points if p.entry == RANDOM_SUBSETS]
     if random:
         mean, std = random[0].mean, random[0].std
@@ -132,7 +137,7 @@ def frontier_figure(points: Sequence[FrontierPoint]):
     axes.set_ylabel(f"test accuracy (%), protocol {first.protocol}")
     axes.set_title(plain_text(f"{first.dataset}, {first.ipc} per class: accuracy against time"), fontsize=11)
     axes.grid(alpha=0.3, which="both")
-    axes.legend(fontsize=7, loc="best")
+    axes.legend(fontsize=7, loc="center left", bbox_to_anchor=(1.01, 0.5))  # beside the axes: no point hidden
     return figure
 
 
