@@ -66,7 +66,7 @@ def bench(args: argparse.Namespace) -> None:
     results = Path(args.results)
     results.parent.mkdir(parents=True, exist_ok=True)
     rows = read_rows(results)
-    done = {cell_key(row) for row in rows}
+    recorded = {cell_key(row): row for row in rows}
     randoms = {random_key(row): row["random"] for row in rows if row.get("random")}
     dataset = load_dataset(args.dataset, root=args.data_root, download=args.download)
     if args.holdout:
@@ -82,16 +82,13 @@ def bench(args: argparse.Namespace) -> None:
                     cell = {"file": str(file), "dataset": args.dataset, "holdout": args.holdout, "model": model,
                             "labels": labels, "protocol": protocol, "eval_epochs": args.eval_epochs,
                             "runs": args.runs, "seed": args.seed, "size": len(distilled)}
-                    if cell_key(cell) in done:
+                    if cell_key(cell) in recorded:
                         print(f"skip {file} {protocol} {model} {labels}: recorded", flush=True)
-                        other_mode = other_mode or next(row for row in rows if cell_key(row) == cell_key(cell))
+                        other_mode = other_mode or recorded[cell_key(cell)]
                         continue
                     if one_hot and other_mode is not None:
                         # One-hot rows: this mode would train the very same nets; copy the result.
-                        copied = {**other_mode["set"], "labels": labels}
-                        for derived in ("mean", "std"):
-                            copied.pop(derived, None)
-                        result = EvaluationResult(**copied)
+                        result = EvaluationResult.from_dict(other_mode["set"], labels=labels)
                         cell["same_as"] = other_mode["labels"]
                     else:
                         result = evaluate(distilled, dataset, protocol=protocol, model=model, labels=labels, **common)
@@ -103,8 +100,7 @@ def bench(args: argparse.Namespace) -> None:
                     result.scores = compute_scores(result, random["mean"])
                     row = {**cell, "method": distilled.method, "set": result.to_dict(), "random": random}
                     record(args.results, row)
-                    rows.append(row)
-                    done.add(cell_key(cell))
+                    recorded[cell_key(cell)] = row
                     other_mode = other_mode or row
                     print(f"{file} {protocol} {model} {labels}: {result.summary()}, random {random['mean']:.2f} ± "
                           f"{random['std']:.2f} %, gain {result.scores['gain']:+.2f}", flush=True)

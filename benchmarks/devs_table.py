@@ -156,7 +156,7 @@ def merge_reports(reports: list[dict]) -> dict:
     per_net = ("accuracies", "seeds", "seconds")
     merged = []
     for parts in zip(*(report["results"] for report in reports)):
-        result = EvaluationResult(**{k: v for k, v in parts[0].items() if k not in (*per_net, "mean", "std")})
+        result = EvaluationResult.from_dict(parts[0], **{name: [] for name in per_net})
         for part in sorted(parts, key=lambda p: p["seeds"][0]):
             for name in per_net:
                 getattr(result, name).extend(part[name])

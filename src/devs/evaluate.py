@@ -132,6 +132,11 @@ class EvaluationResult:
     def to_dict(self) -> dict[str, Any]:
         return {**asdict(self), "mean": self.mean, "std": self.std}
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any], **changes: Any) -> "EvaluationResult":
+        """The result ``to_dict`` wrote (its derived mean and std recomputed), with ``changes`` applied."""
+        return cls(**{**{k: v for k, v in data.items() if k not in ("mean", "std")}, **changes})
+
 
 def compute_scores(
     result: EvaluationResult | float,
