@@ -805,6 +805,25 @@ def exp_zca(run: Run) -> None:
     run.chain(steps)
 
 
+def exp_bf16_seeds(run: Run) -> None:
+    """Does a bf16 extractor cost accuracy (issue #23, item 3)? devs+ fast (DEvS's clusters, labels, anchors and
+    packing, no DM step, so the extractor is the only trained part) at 1 per class on the validation split,
+    extractor in fp32 and in bf16 for three distillation seeds, judged by the same three nets (seeds 0-2). The
+    pairs run one after another, seed by seed, so a partial run already compares like with like."""
+    seeds = run.pick([0, 1, 2], [0, 1, 2], smoke=[0])
+    steps = []
+    for seed in seeds:
+        for precision in ("fp32", "bf16"):
+            config = f"devs-plus-fast-{precision}-s{seed}"
+            distill = ["--method", "devs+", "--recipe", "fast", "--param", f"precision={precision}",
+                       "--seed", str(seed), *(["--epochs", "1"] if run.smoke else [])]
+            steps.append(devs_table_step(run, config, results=run.file(), config=config, data="cifar10", ipcs=[1],
+                                         protocols=["dc"], work=run.work, distill=distill,
+                                         holdout=run.pick(5000, 5000, smoke=300), eval_epochs=3 if run.smoke else None,
+                                         what=f"devs+ fast, {precision} extractor, distillation seed {seed}"))
+    run.chain(steps)
+
+
 def exp_frontier(run: Run) -> None:
     """Every method under growing wall-clock budgets, one protocol, random beside (issue #23): anytime runs
     (dc, dm, devs+ with a long DM step) give a curve each, the others one point. One entry at a time, alone,
@@ -991,6 +1010,9 @@ EXPERIMENTS = {e.name: e for e in [
                "a validation split (devs_table.py)", "devs+ (issue #7)", exp_dm_loss, data=("cifar10",)),
     Experiment("eval-recipes", "the zca experiment's sets under the recipes of IDC/DREAM (dsa-cutmix) and MTT/DATM "
                "(zca-dsa), beside dsa (devs evaluate)", "ZCA", exp_eval_recipes, data=("cifar10",)),
+    Experiment("bf16-seeds", "devs+ fast at 1 per class with an fp32 and a bf16 extractor, three distillation "
+               "seeds each, validation split, the same judging nets (devs_table.py)",
+               "Speed (issue #8)", exp_bf16_seeds, data=("cifar10",)),
     Experiment("frontier", "accuracy against distillation time: every method under growing budgets (anytime runs "
                "for dc, dm and devs+), one protocol, random beside (frontier.py)",
                "Accuracy against distillation time", exp_frontier, data=("cifar10",)),
