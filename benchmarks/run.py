@@ -748,8 +748,9 @@ def exp_speed(run: Run) -> None:
 def exp_cross_arch(run: Run) -> None:
     """CIFAR-10 at 10 per class by DEvS, devs+, DC and DM (the balanced recipe; DC on a time budget) judged by
     ConvNet-3, AlexNet, VGG-11 and ResNet-18 with soft and hard labels, random real subsets beside (issue #24).
-    Each set is distilled once (a rerun skips files that exist); each model's cells go to their own JSONL and a
-    rerun skips the recorded ones, so the table fills in over several sessions."""
+    Each set is distilled once (a rerun skips files that exist, and a killed distillation resumes from its
+    checkpoints: DC keeps its clock); each model's cells go to their own JSONL and a rerun skips the recorded
+    ones, so the table fills in over several sessions, on a CPU too."""
     ipc = str(run.pick(10, 10, smoke=1))
     methods = {"devs": [], "devs+": [], "dm": [], "dc": ["--time-budget", str(run.pick(600, 120, smoke=5))]}
     tiny = {"devs": ["--epochs", "1"], "devs+": ["--epochs", "1", "--param", "finetune_iterations=2"],
@@ -757,7 +758,8 @@ def exp_cross_arch(run: Run) -> None:
     files = {name: run.work / f"{name}-ipc{ipc}.safetensors" for name in methods}
     distill = [Step(f"distill-{name}", [PY, "-m", "devs", "distill", *run.data("cifar10"), "--ipc", ipc, "--method",
                                         name, *extra, *(tiny[name] if run.smoke else []), "--device", run.device,
-                                        "--out", run.rel(files[name]), "--no-evaluate", "-q"],
+                                        "--out", run.rel(files[name]), "--checkpoint-dir",
+                                        run.rel(files[name].with_suffix(".stages")), "--resume", "--no-evaluate", "-q"],
                     what=f"{name} at {ipc} per class, the balanced recipe", extras=False, group="distill",
                     done=files[name].exists, done_text="file exists")
                for name, extra in methods.items()]
