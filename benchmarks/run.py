@@ -818,6 +818,7 @@ def exp_bf16_seeds(run: Run) -> None:
         for precision in ("fp32", "bf16"):
             config = f"devs-plus-fast-{precision}-s{seed}"
             distill = ["--method", "devs+", "--recipe", "fast", "--param", f"precision={precision}",
+                       # after devs_table's own --seed 0 (argparse keeps the last), so only distillation moves
                        "--seed", str(seed), *(["--epochs", "1"] if run.smoke else [])]
             steps.append(devs_table_step(run, config, results=run.file(), config=config, data="cifar10", ipcs=[1],
                                          protocols=["dc"], work=run.work, distill=distill,
