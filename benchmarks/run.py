@@ -929,7 +929,10 @@ def exp_eval_recipes(run: Run) -> None:
                           what=f"{config} under {protocol}" + (", random subsets beside" if baseline else ""),
                           capture=run.file(), done=has_row(run.file(), step=name), done_text="its row is recorded",
                           when=path.exists, when_text=f"once {run.rel(path)} exists (python benchmarks/run.py zca)"))
-    run.chain(steps)
+    if run.gpu:  # independent evaluations: side by side, so that the six fit one device call
+        run.parallel(*[[step] for step in steps])
+    else:
+        run.chain(steps)
 
 
 def exp_evaluation(run: Run) -> None:
