@@ -3,7 +3,7 @@ import pytest
 import torch
 
 from devs.augment import mixup, random_flip, random_shift
-from devs.cluster import _fill_empty_clusters, cluster_means, kmeans_assign
+from devs.cluster import _fill_empty_clusters, cluster_means, kmeans_assign, match_contrast
 from devs.errors import InvalidParameterError
 
 
@@ -36,6 +36,31 @@ def test_cluster_means_are_means():
     with pytest.raises(InvalidParameterError, match="empty cluster"):
         cluster_means(images, targets, np.array([0, 0, 0, 0]), 2)
 
+
+
+def test_restored_contrast_is_the_members_average_and_keeps_brightness():
+    generator = torch.Generator().manual_seed(0)
+    images = torch.rand(6, 3, 8, 8, generator=generator)
+    targets = torch.eye(2)[[0, 0, 0, 1, 1, 1]]
+    assignments = np.array([0, 0, 0, 1, 1, 2])
+    plain, labels = cluster_means(images, targets, assignments, 3)
+    restored, same_labels = cluster_means(images, targets, assignments, 3, restore_contrast=True)
+    assert torch.equal(labels, same_labels)
+    spread = lambda x: x.flatten(2).std(2)  # noqa: E731 (per image and channel)
+    # a mean of independent noise images is flatter than its members; restored, it has their average spread
+    assert bool((spread(plain[:1]) < 0.8 * spread(images[:3]).mean(0)).all())
+    assert torch.allclose(spread(restored[:1]), spread(images[:3]).mean(0, keepdim=True), atol=1e-5)
+    assert torch.allclose(spread(restored[1:2]), spread(images[3:5]).mean(0, keepdim=True), atol=1e-5)
+    assert torch.allclose(restored.mean((2, 3)), plain.mean((2, 3)), atol=1e-6)  # brightness kept
+    assert torch.allclose(restored[2], images[5], atol=1e-6)  # a cluster of one is its member
+    # the pattern is the mean's, only stretched: perfectly correlated with it
+    centred = lambda x: (x - x.mean()).flatten()  # noqa: E731
+    assert torch.corrcoef(torch.stack([centred(plain[0, 0]), centred(restored[0, 0])]))[0, 1] > 0.9999
+
+
+def test_match_contrast_leaves_a_flat_channel_alone():
+    flat = torch.full((1, 2, 4, 4), 0.3)
+    assert torch.equal(match_contrast(flat, torch.tensor([[0.2, 0.1]])), flat)
 
 def test_random_shift_moves_content_by_at_most_max_shift():
     generator = torch.Generator().manual_seed(0)

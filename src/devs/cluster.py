@@ -188,8 +188,12 @@ def cluster_means(
     k: int,
     group: Group | None = None,
     chunk_rows: int = 1024,
+    restore_contrast: bool = False,
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Mean image and mean label row of each of the ``k`` clusters (every cluster must be non-empty).
+
+    ``restore_contrast``: rescale each mean image to the average contrast of its members (``match_contrast``):
+    a mean of many images is flatter than any of them, which batch-norm networks trained on it pay for.
 
     Running float64 sums over ``chunk_rows`` rows at a time, so ``images`` may be an ArrayStore larger
     than memory: memory grows with k and the chunk, not with the data set. With an active ``group``
@@ -204,12 +208,29 @@ def cluster_means(
         raise InvalidParameterError("cluster_means got an empty cluster; assignments must cover all k clusters.")
     image_sums = torch.zeros((k, *images.shape[1:]), dtype=torch.float64)
     target_sums = torch.zeros((k, targets.shape[1]), dtype=torch.float64)
+    spread_sums = torch.zeros((k, images.shape[1]), dtype=torch.float64)  # per-channel pixel std of each member
     mine = group.rows(len(index))
     for start in range(mine.start, mine.stop, chunk_rows):
         rows = slice(start, min(start + chunk_rows, mine.stop))
-        image_sums.index_add_(0, index[rows], images[rows].cpu().double())
+        chunk = images[rows].cpu().double()
+        image_sums.index_add_(0, index[rows], chunk)
         target_sums.index_add_(0, index[rows], targets[rows].cpu().double())
+        if restore_contrast:
+            spread_sums.index_add_(0, index[rows], chunk.flatten(2).std(2))
     image_sums, target_sums = group.all_reduce_sum(image_sums), group.all_reduce_sum(target_sums)
     mean_images = image_sums / counts.view(-1, *([1] * (image_sums.dim() - 1)))
     mean_targets = target_sums / counts[:, None]
+    if restore_contrast:
+        mean_images = match_contrast(mean_images, group.all_reduce_sum(spread_sums) / counts[:, None])
     return mean_images.float(), mean_targets.float()
+
+
+def match_contrast(images: torch.Tensor, spread: torch.Tensor) -> torch.Tensor:
+    """``images`` (N, C, ...) with each channel's deviation from its own mean scaled so that its standard
+    deviation over the pixels equals ``spread`` (N, C); each channel's mean (its brightness) is kept. A flat
+    channel (no deviation to scale) stays as it is."""
+    flat = images.flatten(2)
+    centre = flat.mean(2, keepdim=True)
+    current = flat.std(2, keepdim=True)
+    gain = torch.where(current > 1e-12, spread.to(flat.dtype)[..., None] / current.clamp_min(1e-12), 1.0)
+    return (centre + gain * (flat - centre)).view_as(images)

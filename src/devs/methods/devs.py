@@ -116,6 +116,10 @@ class DEvS(DistillationMethod):
         the whitening; the file records the transform (``DistilledSet.zca``) to evaluate with.
     precision: ``"fp32"`` (the default), ``"bf16"`` (extractor training and feature extraction under
         bfloat16 autocast) or ``"auto"`` (bf16 where the device has bf16 units: devs.train.resolve_precision).
+    restore_contrast: rescale each cluster's mean image to the average contrast (per-channel pixel standard
+        deviation) of its members, keeping its brightness. The paper keeps the plain mean (the default); a mean
+        of many images is flatter than its members, which hurts networks with batch norm trained on the set
+        (BENCHMARKS.md, "Across architectures").
     kmeans, kmeans_batch_size, kmeans_max_iter, kmeans_tol: k-means; ``"torch"`` (the default) runs
         k-means++ and full-batch Lloyd iterations on ``device``; ``"sklearn"`` is the paper's mini-batch
         k-means (batch 1028, at most 200 iterations, tolerance 1e-4); ``"faiss"`` needs faiss installed.
@@ -156,6 +160,7 @@ class DEvS(DistillationMethod):
         batch_size: int = 256,
         zca: float | None = None,
         precision: str = "fp32",
+        restore_contrast: bool = False,
         kmeans: str = "torch",
         kmeans_batch_size: int = 1028,
         kmeans_max_iter: int = 200,
@@ -189,6 +194,7 @@ class DEvS(DistillationMethod):
         self.batch_size = batch_size
         self.zca = zca
         self.precision = precision
+        self.restore_contrast = restore_contrast
         self.kmeans = kmeans
         self.kmeans_batch_size = kmeans_batch_size
         self.kmeans_max_iter = kmeans_max_iter
@@ -407,7 +413,7 @@ class DEvS(DistillationMethod):
     def _representatives(self, images, targets, output_index: torch.Tensor, k: int, group: Group,
                          context: "StageContext") -> tuple[torch.Tensor, torch.Tensor]:
         """The images and label rows that replace each cluster: the paper's plain means."""
-        return cluster_means(images, targets, output_index, k, group=group)
+        return cluster_means(images, targets, output_index, k, group=group, restore_contrast=self.restore_contrast)
 
     def _cluster(self, features: np.ndarray, targets: torch.Tensor, ipc: int, num_classes: int, seed: int,
                  device: torch.device):
@@ -434,6 +440,8 @@ class DEvS(DistillationMethod):
     def _stage_key(self, input_key: str, ipc: int, epochs: int, seed: int) -> str:
         """Everything that determines a stage's output: its input set, the settings, its size and seed."""
         params = self._key_settings(exclude=_NOT_IN_KEY | set(self.after_stages_params))
+        if not self.restore_contrast:  # absent at its default, so the keys of earlier runs stay valid
+            params.pop("restore_contrast", None)
         params.update(flip=self.flip_, stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)  # flip as resolved
         return content_hash({"input": input_key, "params": params})
 

@@ -132,7 +132,8 @@ class DEvSPlus(DEvS):
     # ----------------------------------------------------------------------------- representatives
     def _representatives(self, images, targets, output_index: torch.Tensor, k: int, group: Group,
                          context: StageContext) -> tuple[torch.Tensor, torch.Tensor]:
-        means, labels = cluster_means(images, targets, output_index, k, group=group)
+        means, labels = cluster_means(images, targets, output_index, k, group=group,
+                                      restore_contrast=self.restore_contrast)
         if not (self.label_mix or self.anchor):
             return means, labels
         if group.is_main:  # features live on the main rank; the result goes to every rank
