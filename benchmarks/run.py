@@ -791,11 +791,12 @@ def exp_contrast(run: Run) -> None:
     (restore_contrast), at 10 per class on the validation split, judged by batch-norm networks where the
     cross-arch table found DEvS under random (issue #24). Both sets share one extractor (the parameter is not
     in its key); on the CPU ConvNet-BN stands in for the batch-norm networks (AlexNet, VGG-11 and ResNet-18
-    take 2-6 times as long per step there); on a GPU devs+ too, and every network of the cross-arch table."""
+    take 2-6 times as long per step there), and ConvNet-3 checks that the set's own network loses nothing; on a
+    GPU devs+ too, and every network of the cross-arch table."""
     ipc = str(run.pick(10, 10, smoke=2))
     holdout = str(run.pick(5000, 5000, smoke=300))
     methods = run.pick(["devs"], ["devs", "devs+"], smoke=["devs"])
-    models = run.pick(["convnet-bn"], ["convnet", "convnet-bn", "alexnet", "vgg11", "resnet18"],
+    models = run.pick(["convnet-bn", "convnet"], ["convnet", "convnet-bn", "alexnet", "vgg11", "resnet18"],
                       smoke=["convnet-bn"])
     tiny = ["--epochs", "1", "--param", "finetune_iterations=2"] if run.smoke else []
     chains = []
