@@ -785,7 +785,6 @@ def exp_cross_arch(run: Run) -> None:
                   what="the table of every cell", extras=False))
 
 
-
 def exp_contrast(run: Run) -> None:
     """DEvS's means against the same clusters with each mean rescaled to its members' contrast
     (restore_contrast), at 10 per class on the validation split, judged by batch-norm networks where the
@@ -798,7 +797,7 @@ def exp_contrast(run: Run) -> None:
     methods = run.pick(["devs"], ["devs", "devs+"], smoke=["devs"])
     models = run.pick(["convnet-bn", "convnet"], ["convnet", "convnet-bn", "alexnet", "vgg11", "resnet18"],
                       smoke=["convnet-bn"])
-    tiny = ["--epochs", "1", "--param", "finetune_iterations=2"] if run.smoke else []
+    tiny = {"devs": ["--epochs", "1"], "devs+": ["--epochs", "1", "--param", "finetune_iterations=2"]}
     chains = []
     for method in methods:
         steps, slug = [], method.replace("+", "-plus")
@@ -807,7 +806,7 @@ def exp_contrast(run: Run) -> None:
             name = f"{slug}-{'restored' if restore else 'plain'}"
             file = run.work / f"{name}-holdout{holdout}-ipc{ipc}.safetensors"
             extra = ["--param", "restore_contrast=true"] if restore else []
-            extra += tiny if method == "devs+" else tiny[:2]
+            extra += tiny[method] if run.smoke else []
             steps.append(Step(f"distill-{name}", [PY, "-m", "devs", "distill", *run.data("cifar10"), "--holdout", holdout,
                                                   "--ipc", ipc, "--method", method, *extra, "--device", run.device,
                                                   "--out", run.rel(file), "--checkpoint-dir",
@@ -824,6 +823,7 @@ def exp_contrast(run: Run) -> None:
                                   what=f"{name} judged by {model}" + ("" if restore else ", random subsets beside"),
                                   capture=run.file(), done=has_row(run.file(), step=step), done_text="its row is recorded"))
     run.parallel(*chains)
+
 
 def exp_zca(run: Run) -> None:
     """devs+ and DM at 10 per class on the validation split, with and without ZCA whitening (issue #24). Both

@@ -37,7 +37,6 @@ def test_cluster_means_are_means():
         cluster_means(images, targets, np.array([0, 0, 0, 0]), 2)
 
 
-
 def test_restored_contrast_is_the_members_average_and_keeps_brightness():
     generator = torch.Generator().manual_seed(0)
     images = torch.rand(6, 3, 8, 8, generator=generator)
@@ -61,6 +60,7 @@ def test_restored_contrast_is_the_members_average_and_keeps_brightness():
 def test_match_contrast_leaves_a_flat_channel_alone():
     flat = torch.full((1, 2, 4, 4), 0.3)
     assert torch.equal(match_contrast(flat, torch.tensor([[0.2, 0.1]])), flat)
+
 
 def test_random_shift_moves_content_by_at_most_max_shift():
     generator = torch.Generator().manual_seed(0)

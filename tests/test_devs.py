@@ -85,7 +85,6 @@ def test_extractor_is_shared_across_target_sizes(digits, tmp_path, monkeypatch):
     assert len(reused) == 30 and torch.equal(reused.images, fresh.images)
 
 
-
 def test_restore_contrast_rescales_each_mean_to_its_members_and_keys_its_own_stage(digits, tmp_path):
     params = dict(ipc=2, clustering="per-class", checkpoint_dir=tmp_path, random_state=7, **FAST)
     plain = DEvS(**params).fit(digits)
@@ -97,6 +96,7 @@ def test_restore_contrast_rescales_each_mean_to_its_members_and_keys_its_own_sta
         members = digits.train.images[plain.assignments_[0] == index]
         assert torch.allclose(spread(restored.distilled_.images[index:index + 1]), spread(members).mean(0), atol=1e-4)
     assert restored.distilled_.config["restore_contrast"] is True
+
 
 @pytest.mark.parametrize(
     "params, message",

@@ -26,7 +26,8 @@ METHODS: Registry[Callable[..., "DistillationMethod"]] = Registry("method")
 register_method = METHODS.register
 # Parameters added after files and checkpoints were written, with their defaults: at these values they are left
 # out of configs and checkpoint keys, so older files and keys stay valid.
-LATER_DEFAULTS: dict[str, Any] = {"zca": None, "precision": "fp32", "loss": "mean", "finetune_loss": "mean"}
+LATER_DEFAULTS: dict[str, Any] = {"zca": None, "precision": "fp32", "loss": "mean", "finetune_loss": "mean",
+                                  "restore_contrast": False}
 
 
 def list_methods(pattern: str = "*") -> list[str]:

@@ -440,8 +440,6 @@ class DEvS(DistillationMethod):
     def _stage_key(self, input_key: str, ipc: int, epochs: int, seed: int) -> str:
         """Everything that determines a stage's output: its input set, the settings, its size and seed."""
         params = self._key_settings(exclude=_NOT_IN_KEY | set(self.after_stages_params))
-        if not self.restore_contrast:  # absent at its default, so the keys of earlier runs stay valid
-            params.pop("restore_contrast", None)
         params.update(flip=self.flip_, stage_epochs=epochs, stage_ipc=ipc, stage_seed=seed)  # flip as resolved
         return content_hash({"input": input_key, "params": params})
 
