@@ -10,7 +10,8 @@ fast/balanced, the coresets) have one natural cost and give one point. Every set
 ``--jobs N`` runs N entries at once (each distils, then judges its own sets), the anytime ones first since
 they take longest: on a GPU, where one small net leaves the device mostly idle, this fits the whole
 frontier of one size into a short lease. The times are then taken beside N-1 other processes, so they are
-upper bounds; every row records ``jobs`` and the tables say so.
+upper bounds; every row records ``jobs`` and the tables say so. ``--eval-jobs M`` judges an anytime run's
+sets M at once (the judging never counts in the seconds).
 
 One JSON line per evaluated set goes to --results as soon as it is known (seconds = the elapsed time of
 the snapshot, or the distillation's wall time); a rerun skips distillations whose file exists and sets
@@ -96,8 +97,10 @@ def bench(args: argparse.Namespace) -> None:
             baseline(args, results, data, stem, ipc)
 
     def one(ipc: int, entry: str) -> None:
-        for path, seconds, record in distill(args, entry, work, data, stem, ipc, budgets):
-            evaluate(args, results, data, stem, ipc, entry, path, seconds, record)
+        sets = distill(args, entry, work, data, stem, ipc, budgets)
+        with ThreadPoolExecutor(max_workers=args.eval_jobs) as judges:  # an anytime run's snapshots side by side
+            for done in [judges.submit(evaluate, args, results, data, stem, ipc, entry, *found) for found in sets]:
+                done.result()
 
     tasks = [(ipc, entry) for ipc in args.ipc for entry in args.entries]
     if args.jobs > 1:  # the anytime runs first: they are the longest, the rest fill the other slots
@@ -269,6 +272,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--jobs", type=int, default=1,
                         help="entries run at once (default 1: each alone, its time its whole cost); for a GPU")
+    parser.add_argument("--eval-jobs", type=int, default=1,
+                        help="sets of one entry judged at once (an anytime run's snapshots); for a GPU")
     parser.add_argument("--device", default="cpu")
     parser.add_argument("--no-baseline", action="store_true", help="skip the random real subsets")
     parser.add_argument("--results", required=True)
