@@ -37,6 +37,7 @@ import shlex
 import shutil
 import sys
 from concurrent.futures import ThreadPoolExecutor
+from functools import partial
 from pathlib import Path
 
 from devs_table import append as append_row
@@ -92,9 +93,6 @@ def bench(args: argparse.Namespace) -> None:
     for entry in args.entries:
         if entry not in ENTRIES:
             raise SystemExit(f"frontier.py: unknown entry {entry!r}; valid: {', '.join(ENTRIES)}")
-    if not args.no_baseline:
-        for ipc in args.ipc:
-            baseline(args, results, data, stem, ipc)
 
     def one(ipc: int, entry: str) -> None:
         sets = distill(args, entry, work, data, stem, ipc, budgets)
@@ -102,11 +100,16 @@ def bench(args: argparse.Namespace) -> None:
             for done in [judges.submit(evaluate, args, results, data, stem, ipc, entry, *found) for found in sets]:
                 done.result()
 
-    tasks = [(ipc, entry) for ipc in args.ipc for entry in args.entries]
-    if args.jobs > 1:  # the anytime runs first: they are the longest, the rest fill the other slots
-        tasks.sort(key=lambda task: not ENTRIES[task[1]][1])
+    tasks = {(ipc, entry): partial(one, ipc, entry) for ipc in args.ipc for entry in args.entries}
+    baselines = {} if args.no_baseline else {(ipc, "random subsets"): partial(baseline, args, results, data, stem, ipc)
+                                             for ipc in args.ipc}
+    if args.jobs > 1:  # the anytime runs first (they are the longest), the baselines next, the rest fill the slots
+        longest = {task: job for task, job in tasks.items() if ENTRIES[task[1]][1]}
+        tasks = {**longest, **baselines, **tasks}
+    else:  # one at a time: the baselines first, so a partial run already compares
+        tasks = {**baselines, **tasks}
     with ThreadPoolExecutor(max_workers=args.jobs) as pool:
-        futures = {task: pool.submit(one, *task) for task in tasks}
+        futures = {task: pool.submit(job) for task, job in tasks.items()}
     failed = [f"{entry} at {ipc} per class: {future.exception()!r}" for (ipc, entry), future in futures.items()
               if future.exception()]
     if failed:  # every other entry has finished and been recorded; a rerun retries these

@@ -871,15 +871,15 @@ def exp_frontier(run: Run) -> None:
     """Every method under growing wall-clock budgets, one protocol, random beside (issue #23): anytime runs
     (dc, dm, devs+ with a long DM step) give a curve each, the others one point. One entry at a time, alone,
     so that each time is that entry's whole cost. On a GPU, all entries at once (small nets leave it mostly
-    idle; the rows say so), each anytime run's sets judged side by side, budgets up to 5 minutes and the
+    idle; the rows say so), each anytime run's sets judged side by side, budgets up to 4 minutes and the
     entries that only time the CPU left out (one random subset: the random baseline is there; compiled and
     bf16 DEvS), so that one size fits a 10-minute call: pass ``-- --ipc 10`` to run one size, and
-    ``-- --budgets 10s,1m,5m,20m`` later to extend the dc and dm runs."""
+    ``-- --budgets 10s,1m,4m,20m`` later to extend the dc and dm runs."""
     ipcs = run.pick([1], [1, 10, 50], smoke=[1])
-    budgets = run.pick("2m,10m,30m,60m", "10s,1m,5m", smoke="2s,5s")
+    budgets = run.pick("2m,10m,30m,60m", "10s,1m,4m", smoke="2s,5s")
     argv = [PY, "benchmarks/frontier.py", *run.data("cifar10"), "--ipc", *map(str, ipcs), "--budgets", budgets,
             "--protocol", run.pick("dc", "dsa", smoke="dc"), "--runs", run.pick("3", "3", smoke="1"),
-            "--jobs", run.pick("1", "12", smoke="2"), "--eval-jobs", run.pick("1", "3", smoke="2"),
+            "--jobs", run.pick("1", "16", smoke="2"), "--eval-jobs", run.pick("1", "3", smoke="2"),
             "--device", run.device, "--results", run.rel(run.file()), "--work-dir", run.rel(run.work)]
     if run.smoke:
         argv += ["--eval-epochs", "2", "--entries", "random,devs+ fast,dm anytime"]

@@ -78,3 +78,15 @@ def test_jobs_start_the_anytime_entries_first_and_a_failed_entry_stops_no_other(
         frontier.main(argv)
     assert set(started[:2]) == {"dm anytime", "dc anytime"}  # the two longest take the two slots first
     assert sorted(evaluated) == sorted(["random", "dm anytime", "devs", "dc anytime"])
+
+
+def test_the_baseline_runs_first_alone_and_after_the_anytime_runs_with_jobs(tmp_path, monkeypatch):
+    started = []
+    monkeypatch.setattr(frontier, "distill", lambda args, entry, *rest: started.append(entry) or [])
+    monkeypatch.setattr(frontier, "baseline", lambda args, results, data, stem, ipc: started.append("baseline"))
+    for jobs, expected in (("1", ["baseline", "random", "dm anytime", "devs"]),
+                           ("2", ["dm anytime", "baseline", "random", "devs"])):
+        started.clear()
+        frontier.main(["--dataset", "digits", "--entries", "random,dm anytime,devs", "--jobs", jobs,
+                       "--results", str(tmp_path / "r.jsonl"), "--work-dir", str(tmp_path / "w")])
+        assert set(started[:2]) == set(expected[:2]) and sorted(started) == sorted(expected)  # 2 slots start at once
