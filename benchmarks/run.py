@@ -825,6 +825,34 @@ def exp_contrast(run: Run) -> None:
     run.parallel(*chains)
 
 
+def devs_plus_dm_steps(run: Run, name: str, *, holdout: str | None, ipc: int, iterations: int, lr: float,
+                       seed: int = 0, baseline: bool = False, protocols: tuple[str, ...] = ("dc",)) -> list[Step]:
+    """Distil devs+ (the balanced recipe) on the validation split (``holdout``; None: the whole training set,
+    judged on test) with its DM step set to ``iterations`` at image learning rate ``lr``, then judge it by 3
+    nets under each protocol (random subsets beside under the first if ``baseline``). Sets of one seed, size
+    and split share their extractor and DEvS stages (the DM parameters are not in their keys)."""
+    split = ["--holdout", holdout] if holdout else []
+    file = run.work / f"devs-plus-{name}-{f'holdout{holdout}' if holdout else 'test'}-ipc{ipc}.safetensors"
+    steps = [Step(f"distill-{name}", [PY, "-m", "devs", "distill", *run.data("cifar10"), *split, "--ipc", str(ipc),
+                                      "--method", "devs+", "--recipe", "balanced", "--param",
+                                      f"finetune_iterations={iterations}", "--param", f"finetune_lr={lr:g}",
+                                      *(["--seed", str(seed)] if seed else []),
+                                      *(["--epochs", "1"] if run.smoke else []), "--device", run.device,
+                                      "--out", run.rel(file), "--checkpoint-dir", run.rel(run.work / "stages"),
+                                      "--resume", "--no-evaluate", "-q"],
+                  what=f"devs+ at {ipc} per class (seed {seed}), {iterations} DM iterations at image lr {lr:g}",
+                  done=file.exists, done_text="file exists", extras=False)]
+    for protocol in protocols:
+        step = f"judge-{name}" + ("" if protocol == protocols[0] else f"-{protocol}")
+        beside = baseline and protocol == protocols[0]
+        steps.append(Step(step, [PY, "-m", "devs", "evaluate", run.rel(file), *run.data("cifar10"), *split,
+                                 "--protocol", protocol, "--runs", "3", "--baseline" if beside else "--no-baseline",
+                                 "--device", run.device, "--json", "-q"] + (["--eval-epochs", "2"] if run.smoke else []),
+                          what=f"{name} judged by 3 nets under {protocol}" + (", random subsets beside" if beside else ""),
+                          capture=run.file(), done=has_row(run.file(), step=step), done_text="its row is recorded"))
+    return steps
+
+
 def exp_first_step(run: Run) -> None:
     """Why devs+'s first DM iterations make its set worse at 1 per class (issue #23; the frontier found 8-9
     points lost after one iteration on the CPU and on a GPU, none at 10 per class): devs+ at 1 per class on
@@ -834,25 +862,33 @@ def exp_first_step(run: Run) -> None:
     extractor (the DM parameters are not in its key)."""
     holdout = str(run.pick(5000, 5000, smoke=300))
     settings = [(0, 1.0), (1, 1.0), (1, 0.1), (10, 1.0), (10, 0.1), (300, 0.1)]  # lr 1.0 at 300: the recipe itself
-    steps = []
-    for iterations, lr in settings:
-        name = f"dm{iterations}-lr{lr:g}"
-        file = run.work / f"devs-plus-{name}-holdout{holdout}-ipc1.safetensors"
-        steps.append(Step(f"distill-{name}", [PY, "-m", "devs", "distill", *run.data("cifar10"), "--holdout", holdout,
-                                              "--ipc", "1", "--method", "devs+", "--recipe", "balanced", "--param",
-                                              f"finetune_iterations={iterations}", "--param", f"finetune_lr={lr:g}",
-                                              *(["--epochs", "1"] if run.smoke else []), "--device", run.device,
-                                              "--out", run.rel(file), "--checkpoint-dir", run.rel(run.work / "stages"),
-                                              "--resume", "--no-evaluate", "-q"],
-                          what=f"devs+ at 1 per class, {iterations} DM iterations at image lr {lr:g}",
-                          done=file.exists, done_text="file exists", extras=False))
-        step = f"judge-{name}"
-        steps.append(Step(step, [PY, "-m", "devs", "evaluate", run.rel(file), *run.data("cifar10"), "--holdout", holdout,
-                                 "--protocol", "dc", "--runs", "3", "--baseline" if not iterations else "--no-baseline",
-                                 "--device", run.device, "--json", "-q"] + (["--eval-epochs", "2"] if run.smoke else []),
-                          what=f"{name} judged by 3 nets" + ("" if iterations else ", random subsets beside"),
-                          capture=run.file(), done=has_row(run.file(), step=step), done_text="its row is recorded"))
-    run.chain(steps)
+    run.chain([step for iterations, lr in settings
+               for step in devs_plus_dm_steps(run, f"dm{iterations}-lr{lr:g}", holdout=holdout, ipc=1,
+                                              iterations=iterations, lr=lr, baseline=not iterations)])
+
+
+def exp_dm_step_size(run: Run) -> None:
+    """Is devs+'s better DM step at 1 per class (lr 0.1, dm-first-step) a matter of the step per packed tile?
+    DM's loss divides each tile's gradient by the tiles of its class (4 at 1 per class with formation 2, 40
+    at 10), so lr 0.1 at 1 per class moves a tile as far as lr 1.0 at 10. On the validation split (dc, 3 nets;
+    random beside: the dm-first-step and dm-loss rows): two more distillation seeds at 1 per class (lr 1.0
+    and 0.1, 300 iterations; seed 0 is in dm-first-step and dm-loss), and 10 per class at both rates (seed 0):
+    if the rule is the step per tile, 0.1 loses there; if 0.1 wins there too, the rate is simply too large.
+    Then devs+ at 1 per class with lr 0.1 on the test split under dc and dsa. Settings fixed before any was
+    run."""
+    holdout = str(run.pick(5000, 5000, smoke=300))
+
+    def pair(ipc: int, seed: int) -> list[Step]:
+        return [step for lr in (1.0, 0.1) for step in devs_plus_dm_steps(
+            run, f"ipc{ipc}-seed{seed}-lr{lr:g}", holdout=holdout, ipc=ipc, iterations=run.pick(300, 300, smoke=2), lr=lr,
+            seed=seed)]
+
+    test = devs_plus_dm_steps(run, "ipc1-lr0.1", holdout=None, ipc=1, iterations=run.pick(300, 300, smoke=2),
+                              lr=0.1, baseline=True, protocols=("dc", "dsa"))
+    # 1 per class at lr 0.1 on the test split (against the 1.0 rows in "The same wall-clock budget") and the
+    # third seed before the rule's test at 10 per class, whose three judging nets take about half an hour a set
+    # on 2 CPU cores
+    run.chain([*pair(1, 1), *test, *pair(1, 2), *pair(10, 0)])
 
 
 def exp_zca(run: Run) -> None:
@@ -1091,6 +1127,9 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("dm-first-step", "devs+ at 1 per class stopped after 0, 1 and 10 DM iterations at two image "
                "learning rates, on a validation split (devs distill, devs evaluate)", "Accuracy against distillation time",
                exp_first_step, data=("cifar10",)),
+    Experiment("dm-step-size", "devs+'s DM image learning rate (1.0 and 0.1) at 1 per class with two more seeds and "
+               "at 10 per class, on a validation split (devs distill, devs evaluate)",
+               "Accuracy against distillation time", exp_dm_step_size, data=("cifar10",)),
     Experiment("zca", "devs+ and DM at 10 per class on a validation split, with and without ZCA whitening "
                "(devs_table.py)", "ZCA", exp_zca, data=("cifar10",)),
     Experiment("dm-loss", "DM's loss: mean embeddings (the paper) against the MMD of every moment (after M3D), on "
