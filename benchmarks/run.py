@@ -877,14 +877,14 @@ def exp_dm_step_size(run: Run) -> None:
     Then devs+ at 1 per class with lr 0.1 on the test split under dc and dsa. Settings fixed before any was
     run."""
     holdout = str(run.pick(5000, 5000, smoke=300))
+    iterations = run.pick(300, 300, smoke=2)
 
     def pair(ipc: int, seed: int) -> list[Step]:
         return [step for lr in (1.0, 0.1) for step in devs_plus_dm_steps(
-            run, f"ipc{ipc}-seed{seed}-lr{lr:g}", holdout=holdout, ipc=ipc, iterations=run.pick(300, 300, smoke=2), lr=lr,
-            seed=seed)]
+            run, f"ipc{ipc}-seed{seed}-lr{lr:g}", holdout=holdout, ipc=ipc, iterations=iterations, lr=lr, seed=seed)]
 
-    test = devs_plus_dm_steps(run, "ipc1-lr0.1", holdout=None, ipc=1, iterations=run.pick(300, 300, smoke=2),
-                              lr=0.1, baseline=True, protocols=("dc", "dsa"))
+    test = devs_plus_dm_steps(run, "ipc1-lr0.1", holdout=None, ipc=1, iterations=iterations, lr=0.1, baseline=True,
+                              protocols=("dc", "dsa"))
     # 1 per class at lr 0.1 on the test split (against the 1.0 rows in "The same wall-clock budget") and the
     # third seed before the rule's test at 10 per class, whose three judging nets take about half an hour a set
     # on 2 CPU cores
@@ -1128,7 +1128,7 @@ EXPERIMENTS = {e.name: e for e in [
                "learning rates, on a validation split (devs distill, devs evaluate)", "Accuracy against distillation time",
                exp_first_step, data=("cifar10",)),
     Experiment("dm-step-size", "devs+'s DM image learning rate (1.0 and 0.1) at 1 per class with two more seeds and "
-               "at 10 per class, on a validation split (devs distill, devs evaluate)",
+               "at 10 per class on a validation split, and 0.1 on the test split (devs distill, devs evaluate)",
                "Accuracy against distillation time", exp_dm_step_size, data=("cifar10",)),
     Experiment("zca", "devs+ and DM at 10 per class on a validation split, with and without ZCA whitening "
                "(devs_table.py)", "ZCA", exp_zca, data=("cifar10",)),
