@@ -826,21 +826,25 @@ def exp_contrast(run: Run) -> None:
 
 
 def devs_plus_dm_steps(run: Run, name: str, *, holdout: str | None, ipc: int, iterations: int, lr: float,
-                       seed: int = 0, baseline: bool = False, protocols: tuple[str, ...] = ("dc",)) -> list[Step]:
-    """Distil devs+ (the balanced recipe) on the validation split (``holdout``; None: the whole training set,
-    judged on test) with its DM step set to ``iterations`` at image learning rate ``lr``, then judge it by 3
-    nets under each protocol (random subsets beside under the first if ``baseline``). Sets of one seed, size
-    and split share their extractor and DEvS stages (the DM parameters are not in their keys)."""
+                       seed: int = 0, baseline: bool = False, protocols: tuple[str, ...] = ("dc",),
+                       params: tuple[str, ...] = ()) -> list[Step]:
+    """Distil devs+ (the balanced recipe, with ``params`` as further ``--param``s) on the validation split
+    (``holdout``; None: the whole training set, judged on test) with its DM step set to ``iterations`` at image
+    learning rate ``lr``, then judge it by 3 nets under each protocol (random subsets beside under the first if
+    ``baseline``). Sets of one seed and split share their extractor, and of one size also their DEvS stages
+    (the DM parameters are not in their keys)."""
     split = ["--holdout", holdout] if holdout else []
     file = run.work / f"devs-plus-{name}-{f'holdout{holdout}' if holdout else 'test'}-ipc{ipc}.safetensors"
     steps = [Step(f"distill-{name}", [PY, "-m", "devs", "distill", *run.data("cifar10"), *split, "--ipc", str(ipc),
                                       "--method", "devs+", "--recipe", "balanced", "--param",
                                       f"finetune_iterations={iterations}", "--param", f"finetune_lr={lr:g}",
+                                      *(word for param in params for word in ("--param", param)),
                                       *(["--seed", str(seed)] if seed else []),
                                       *(["--epochs", "1"] if run.smoke else []), "--device", run.device,
                                       "--out", run.rel(file), "--checkpoint-dir", run.rel(run.work / "stages"),
                                       "--resume", "--no-evaluate", "-q"],
-                  what=f"devs+ at {ipc} per class (seed {seed}), {iterations} DM iterations at image lr {lr:g}",
+                  what=f"devs+ at {ipc} per class (seed {seed}), {iterations} DM iterations at image lr {lr:g}"
+                       + "".join(f", {param}" for param in params),
                   done=file.exists, done_text="file exists", extras=False)]
     for protocol in protocols:
         step = f"judge-{name}" + ("" if protocol == protocols[0] else f"-{protocol}")
@@ -889,6 +893,19 @@ def exp_dm_step_size(run: Run) -> None:
     # third seed before the rule's test at 10 per class, whose three judging nets take about half an hour a set
     # on 2 CPU cores
     run.chain([*pair(1, 1), *test, *pair(1, 2), *pair(10, 0)])
+
+
+def exp_formation_factor(run: Run) -> None:
+    """More, smaller tiles at 1 per class (issue #23): devs+ balanced with formation=4 (sixteen 8 x 8 tiles per
+    stored image) against its formation=2 (four 16 x 16), on the validation split (dc, 3 nets), distillation
+    seeds 0-2, everything else the recipe's (300 DM iterations at lr 1.0). The formation=2 sets of the same
+    seeds and settings are the dm-loss (seed 0) and dm-step-size (seeds 1 and 2) rows. Settings fixed before
+    any was run."""
+    holdout = str(run.pick(5000, 5000, smoke=300))
+    iterations = run.pick(300, 300, smoke=2)
+    run.chain([step for seed in (0, 1, 2) for step in devs_plus_dm_steps(
+        run, f"f4-seed{seed}", holdout=holdout, ipc=1, iterations=iterations, lr=1.0, seed=seed,
+        baseline=not seed, params=("formation=4",))])
 
 
 def exp_zca(run: Run) -> None:
@@ -1130,6 +1147,9 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("dm-step-size", "devs+'s DM image learning rate (1.0 and 0.1) at 1 per class with two more seeds and "
                "at 10 per class on a validation split, and 0.1 on the test split (devs distill, devs evaluate)",
                "Accuracy against distillation time", exp_dm_step_size, data=("cifar10",)),
+    Experiment("formation-factor", "devs+ at 1 per class with formation=4 (16 tiles per image), three distillation "
+               "seeds on a validation split, against formation=2 (devs distill, devs evaluate)",
+               "Accuracy against distillation time", exp_formation_factor, data=("cifar10",)),
     Experiment("zca", "devs+ and DM at 10 per class on a validation split, with and without ZCA whitening "
                "(devs_table.py)", "ZCA", exp_zca, data=("cifar10",)),
     Experiment("dm-loss", "DM's loss: mean embeddings (the paper) against the MMD of every moment (after M3D), on "
