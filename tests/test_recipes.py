@@ -26,7 +26,7 @@ def test_devs_clusters_small_images_per_class_and_large_ones_globally():
 
 
 @pytest.mark.parametrize("ipc, device, expected", [
-    (1, "cpu", {"finetune_iterations": 1000, "formation": 2}),
+    (1, "cpu", {"finetune_iterations": 1000, "formation": 4}),
     (10, "cuda", {"finetune_iterations": 2000, "formation": 2}),
     (50, "cpu", {"finetune_iterations": 1000}),  # packing at 50 per class only with a GPU's long DM step
     (50, "cuda:1", {"finetune_iterations": 5000, "formation": 2}),
@@ -37,7 +37,9 @@ def test_devs_plus_best_depends_on_size_and_device(ipc, device, expected):
 
 def test_devs_plus_fast_and_balanced():
     assert params("devs+", "fast") == {"finetune_iterations": 0, "formation": 2}
-    assert params("devs+", "balanced", ipc=1) == {"finetune_iterations": 300, "formation": 2}
+    assert params("devs+", "balanced", ipc=1) == {"finetune_iterations": 300, "formation": 4}
+    assert params("devs+", "balanced", ipc=2) == {"finetune_iterations": 300, "formation": 2}
+    assert params("devs+", "fast", ipc=1) == {"finetune_iterations": 0, "formation": 2}  # 4 only with a DM step
     assert params("devs+", "balanced", ipc=50) == {"finetune_iterations": 300}
 
 
@@ -60,6 +62,15 @@ def test_formation_falls_back_with_a_note(shape):
     assert "formation" not in resolved.params
     assert len(resolved.notes) == 1 and "keeping formation=1" in resolved.notes[0]
     assert f"{shape[1]}x{shape[2]}" in resolved.notes[0]
+
+
+@pytest.mark.parametrize("shape, factor", [(CIFAR, 4), ((3, 64, 64), 4), (FASHION, 2), ((3, 24, 24), 2),
+                                           ((3, 34, 34), 2)])
+def test_sixteen_tiles_at_1_per_class_where_8_px_tiles_fit(shape, factor):
+    resolved = resolve_recipe("devs+", "balanced", ipc=1, image_shape=shape, device="cpu")
+    assert resolved.params["formation"] == factor
+    assert bool(resolved.notes) == (factor == 2)  # the fallback to 2 says why
+    assert all("formation=4 needs" in note and f"{shape[1]}x{shape[2]}" in note for note in resolved.notes)
 
 
 @pytest.mark.parametrize("method", ["devs+", "dm"])
