@@ -911,7 +911,7 @@ def exp_formation_factor(run: Run) -> None:
         baseline=not seed, params=("formation=4",))]
     test = devs_plus_dm_steps(run, "f4", holdout=None, ipc=1, iterations=iterations, lr=1.0, baseline=True,
                               protocols=("dc", "dsa", "dsa-cutmix"), params=("formation=4",))
-    dm = devs_table_step(run, "dm-f4", results=run.file(), config="dm-f4", data="cifar10", ipcs=[1],
+    dm = devs_table_step(run, "dm-f4", results=run.file("dm"), config="dm-f4", data="cifar10", ipcs=[1],
                          protocols=["dc"], work=run.work, holdout=int(holdout),
                          distill=["--method", "dm", "--param", "formation=4",
                                   *(["--param", "iterations=2"] if run.smoke else [])],
