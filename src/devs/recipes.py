@@ -28,7 +28,7 @@ DESCRIPTIONS = {
 RECIPES = tuple(DESCRIPTIONS)
 DEFAULT_RECIPE = "balanced"  # what `devs distill` uses unless told otherwise
 
-# Smallest image side at which rules that shrink or sharpen images apply (see the two rules below).
+# Size limits of the rules that shrink or sharpen images (see the two rules below).
 MIN_TILE_SIDE = 8  # multi-formation's tiles: 8 px tiles (of 16 px images at factor 2) still hold a shape
 MIN_GLOBAL_CLUSTERING_SIDE = 16  # below it, global clusters of tiny images mix classes (8 x 8 digits)
 
