@@ -60,6 +60,11 @@ ENTRIES: dict[str, tuple[list[str], bool]] = {
     "dm anytime": (["--method", "dm", "--param", "iterations=1000000"], True),
     # DM with devs's MMD loss (after M3D): not the published DM, so counted among devs's own entries
     "dm mmd anytime": (["--method", "dm", "--param", "iterations=1000000", "--param", "loss=mmd"], True),
+    # DM with devs+ balanced's packing at 1 per class (sixteen 8 px tiles per image, BENCHMARKS "Sixteen tiles
+    # per image"): the stronger baseline at that size, against the recipe's default of four tiles
+    "dm f4 anytime": (["--method", "dm", "--param", "iterations=1000000", "--param", "formation=4"], True),
+    "dm mmd f4 anytime": (["--method", "dm", "--param", "iterations=1000000", "--param", "loss=mmd", "--param",
+                           "formation=4"], True),
     "devs+ fast bf16": (["--method", "devs+", "--recipe", "fast", "--param", "precision=auto"], False),
     # and compiled: 3.0x the fp32 eager training steps at batch 256 on an AVX-512 BF16 CPU (BENCHMARKS "Speed")
     "devs+ fast bf16 compiled": (["--method", "devs+", "--recipe", "fast", "--param", "precision=auto", "--compile"],
@@ -74,8 +79,9 @@ ENTRIES: dict[str, tuple[list[str], bool]] = {
     "devs+ balanced": (["--method", "devs+", "--recipe", "balanced"], False),
 }
 OURS = {"devs", "devs bf16", "devs+ fast", "devs+ fast bf16", "devs+ fast bf16 compiled", "devs+ balanced",
-        "devs+ anytime", "dm mmd anytime"}  # devs's own methods (the rest are baselines)
-RESUMABLE = {"dm anytime", "dm mmd anytime", "dc anytime"}  # matching runs resume with their clock; the others start again
+        "devs+ anytime", "dm mmd anytime", "dm mmd f4 anytime"}  # devs's own methods (the rest are baselines)
+# matching runs resume with their clock; the others start again
+RESUMABLE = {"dm anytime", "dm mmd anytime", "dm f4 anytime", "dm mmd f4 anytime", "dc anytime"}
 
 
 def slug(entry: str) -> str:
