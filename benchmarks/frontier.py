@@ -50,6 +50,7 @@ from devs.snapshots import BUDGET_TOLERANCE, snapshot_path, within_budget
 # name -> (devs distill options, anytime). Anytime entries get --time-budget and --snapshots from --budgets.
 # The order is the run order (one at a time on a CPU): the cheap points of ours and the main baseline first, so a
 # partial run already compares them.
+DM_ANYTIME = ["--method", "dm", "--param", "iterations=1000000"]  # see "dm anytime"
 ENTRIES: dict[str, tuple[list[str], bool]] = {
     "random": (["--method", "random"], False),
     # DM stopped after its first iteration: random real images packed as DM packs them (formation), almost
@@ -57,14 +58,13 @@ ENTRIES: dict[str, tuple[list[str], bool]] = {
     "packed random": (["--method", "dm", "--param", "iterations=1"], False),
     "devs+ fast": (["--method", "devs+", "--recipe", "fast"], False),
     # The DM step made long enough for the largest budget; the snapshots are its shorter runs.
-    "dm anytime": (["--method", "dm", "--param", "iterations=1000000"], True),
+    "dm anytime": (DM_ANYTIME, True),
     # DM with devs's MMD loss (after M3D): not the published DM, so counted among devs's own entries
-    "dm mmd anytime": (["--method", "dm", "--param", "iterations=1000000", "--param", "loss=mmd"], True),
+    "dm mmd anytime": ([*DM_ANYTIME, "--param", "loss=mmd"], True),
     # DM with devs+ balanced's packing at 1 per class (sixteen 8 px tiles per image, BENCHMARKS "Sixteen tiles
     # per image"): the stronger baseline at that size, against the recipe's default of four tiles
-    "dm f4 anytime": (["--method", "dm", "--param", "iterations=1000000", "--param", "formation=4"], True),
-    "dm mmd f4 anytime": (["--method", "dm", "--param", "iterations=1000000", "--param", "loss=mmd", "--param",
-                           "formation=4"], True),
+    "dm f4 anytime": ([*DM_ANYTIME, "--param", "formation=4"], True),
+    "dm mmd f4 anytime": ([*DM_ANYTIME, "--param", "loss=mmd", "--param", "formation=4"], True),
     "devs+ fast bf16": (["--method", "devs+", "--recipe", "fast", "--param", "precision=auto"], False),
     # and compiled: 3.0x the fp32 eager training steps at batch 256 on an AVX-512 BF16 CPU (BENCHMARKS "Speed")
     "devs+ fast bf16 compiled": (["--method", "devs+", "--recipe", "fast", "--param", "precision=auto", "--compile"],
