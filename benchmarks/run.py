@@ -831,8 +831,9 @@ def devs_plus_dm_steps(run: Run, name: str, *, holdout: str | None, ipc: int, it
     """Distil devs+ (the balanced recipe, with ``params`` as further ``--param``s) on the validation split
     (``holdout``; None: the whole training set, judged on test) with its DM step set to ``iterations`` at image
     learning rate ``lr``, then judge it by 3 nets under each protocol (random subsets beside under the first if
-    ``baseline``). Sets of one seed and split share their extractor, and of one size also their DEvS stages
-    (the DM parameters are not in their keys)."""
+    ``baseline``; each judge keeps its finished nets in the work folder, so that a killed run resumes net by
+    net). Sets of one seed and split share their extractor, and of one size also their DEvS stages (the DM
+    parameters are not in their keys)."""
     split = ["--holdout", holdout] if holdout else []
     file = run.work / f"devs-plus-{name}-{f'holdout{holdout}' if holdout else 'test'}-ipc{ipc}.safetensors"
     steps = [Step(f"distill-{name}", [PY, "-m", "devs", "distill", *run.data("cifar10"), *split, "--ipc", str(ipc),
@@ -851,7 +852,8 @@ def devs_plus_dm_steps(run: Run, name: str, *, holdout: str | None, ipc: int, it
         beside = baseline and protocol == protocols[0]
         steps.append(Step(step, [PY, "-m", "devs", "evaluate", run.rel(file), *run.data("cifar10"), *split,
                                  "--protocol", protocol, "--runs", "3", "--baseline" if beside else "--no-baseline",
-                                 "--device", run.device, "--json", "-q"] + (["--eval-epochs", "2"] if run.smoke else []),
+                                 "--device", run.device, "--progress-file", run.rel(run.work / f"{step}.nets.jsonl"),
+                                 "--json", "-q"] + (["--eval-epochs", "2"] if run.smoke else []),
                           what=f"{name} judged by 3 nets under {protocol}" + (", random subsets beside" if beside else ""),
                           capture=run.file(), done=has_row(run.file(), step=step), done_text="its row is recorded"))
     return steps

@@ -146,6 +146,10 @@ def _add_evaluation_options(parser: argparse.ArgumentParser) -> None:
                         "Models with batch norm or dropout (the devs protocol) still train one by one")
     parser.add_argument("--baseline", action=argparse.BooleanOptionalAction, default=True,
                         help="also evaluate a random class-balanced real subset of the same size (default: on)")
+    parser.add_argument("--progress-file", metavar="F", default=None,
+                        help="keep each finished net's accuracy in F (JSON lines, created if missing) and take the "
+                        "nets F already holds for the same set, data and settings: a rerun after a crash or a kill "
+                        "trains only the missing nets and gives the same result")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -319,7 +323,7 @@ def _run_evaluation(args: argparse.Namespace, distilled, dataset) -> list[dict[s
     PROTOCOLS.get(args.protocol)
     common = dict(protocol=args.protocol, runs=args.runs, seed=args.seed, device=args.device,
                   epochs=args.eval_epochs, progress=not args.quiet, compile=args.compile, precision=args.precision,
-                  together=args.together)
+                  together=args.together, progress_file=args.progress_file)
     results = []
     for model in getattr(args, "models", None) or [None]:  # `devs distill` has no --model: the protocol's
         result = evaluate(distilled, dataset, model=model, labels=getattr(args, "labels", "soft"), **common)

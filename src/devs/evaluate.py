@@ -13,6 +13,7 @@ import logging
 import statistics
 import time
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -23,6 +24,7 @@ from .distributed import current_group
 from .dsa import DEFAULT_STRATEGY, parse_strategy
 from .errors import DevsError, InvalidParameterError
 from .io import DistilledSet
+from .ledger import NetLedger, evaluation_key, fingerprint
 from .methods.base import Whitening, check_number
 from .methods.coresets import balanced_counts, random_subset_indices
 from .models import MODELS, build_model
@@ -222,6 +224,13 @@ class _Judge:
                               self.device)
         return [self.test(net) for net in nets]
 
+    def ledger(self, progress_file: str | Path | None, *what: Any) -> NetLedger | None:
+        """Where the finished nets of judging ``what`` are kept (None: nowhere, without ``progress_file``)."""
+        if progress_file is None:
+            return None
+        return NetLedger(progress_file, evaluation_key(what, self.dataset, self.recipe, self.protocol.name,
+                                                       self.model, self.protocol.dropout))
+
 
 def _resolve(protocol: str, runs: int, epochs: int | None, compile: bool = False,
              model: str | None = None, flip: bool = True, precision: str = "fp32",
@@ -249,9 +258,11 @@ def hard_labels(labels: torch.Tensor) -> torch.Tensor:
 
 
 def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progress: bool, judge: _Judge,
-              training_set, labels: str = "hard", together: bool = False) -> EvaluationResult:
+              training_set, labels: str = "hard", together: bool = False,
+              ledger: NetLedger | None = None) -> EvaluationResult:
     """Train and test nets with seeds ``seed .. seed + runs - 1``, each on ``training_set(its seed)`` = (images,
-    target rows), and collect the accuracies.
+    target rows), and collect the accuracies. Nets ``ledger`` holds are taken from it, and each net trained
+    here is added to it (devs.ledger: an interrupted evaluation resumes).
 
     With ``together`` the nets train at once (devs.together) where they can; otherwise (or if they cannot:
     batch norm, dropout, compile, torchrun; logged) one by one. Under torchrun the nets are independent, so
@@ -259,13 +270,23 @@ def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progre
     """
     result = EvaluationResult(label=label, protocol=protocol, size=size, model=judge.model, labels=labels,
                               precision=judge.recipe.precision)
+    finished = ledger.finished() if ledger else {}
+    if finished:
+        logger.info("evaluate %s: %d of %d nets taken from %s", label,
+                    sum(seed + run in finished for run in range(runs)), runs, ledger.path)
     reason = judge.why_not_together() if together and runs > 1 else None
     if together and runs > 1 and reason is None:
         seeds = [seed + run for run in range(runs)]
-        start = time.perf_counter()
-        result.accuracies = judge.together([training_set(net_seed) for net_seed in seeds], seeds)
-        result.seeds, result.seconds = seeds, [(time.perf_counter() - start) / runs] * runs
-        result.together = True
+        if all(net_seed in finished for net_seed in seeds):
+            result.accuracies, result.seconds = (list(column) for column in zip(*(finished[s] for s in seeds)))
+        else:  # the nets train as one, so all of them again
+            start = time.perf_counter()
+            result.accuracies = judge.together([training_set(net_seed) for net_seed in seeds], seeds)
+            result.seconds = [(time.perf_counter() - start) / runs] * runs
+            for net_seed, acc in zip(seeds, result.accuracies):
+                if ledger:
+                    ledger.record(net_seed, acc, result.seconds[0])
+        result.seeds, result.together = seeds, True
         return result
     if reason:
         logger.info("evaluate %s: training the nets one by one: %s", label, reason)
@@ -276,9 +297,14 @@ def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progre
     bar = tqdm(mine, desc=f"evaluate {label} ({protocol}, {judge.model})", disable=None if shown else True,
                leave=False)
     for run in bar:
+        if seed + run in finished:
+            done.append((run, *finished[seed + run]))
+            continue
         start = time.perf_counter()
         acc = judge.train_and_test(*training_set(seed + run), seed + run)
         done.append((run, acc, time.perf_counter() - start))
+        if ledger:
+            ledger.record(seed + run, acc, done[-1][2])
         logger.info("%s net %d/%d: %.2f%%", label, run + 1, runs, acc)
     for run, acc, seconds in sorted(item for part in group.all_gather_object(done) for item in part):
         result.accuracies.append(acc)
@@ -301,6 +327,7 @@ def evaluate(
     labels: str = "soft",
     precision: str = "fp32",
     together: bool = False,
+    progress_file: str | Path | None = None,
 ) -> EvaluationResult:
     """Train ``runs`` fresh networks (seeds ``seed + i``) on ``distilled``; test on ``dataset.test``.
 
@@ -310,7 +337,8 @@ def evaluate(
     result is still the number of stored images, the budget it is compared under. ``precision`` "bf16"
     trains and tests the nets under bfloat16 autocast; "auto" does so where the device has bf16 units.
     ``together`` trains the nets at once where the model allows it (devs.together: faster on a GPU, each step
-    the one-by-one step up to float rounding); ``result.together`` says whether they did.
+    the one-by-one step up to float rounding); ``result.together`` says whether they did. ``progress_file``
+    keeps each finished net there and takes the nets it already holds for this set and settings (devs.ledger).
     """
     if labels not in LABEL_MODES:
         raise InvalidParameterError(f"Unknown labels {labels!r}. Valid: {', '.join(LABEL_MODES)}.")
@@ -328,8 +356,10 @@ def evaluate(
         targets = hard_labels(targets)
 
     judge = _Judge(dataset, spec, recipe, normalizer, torch_device, model)
+    ledger = judge.ledger(progress_file, "set", fingerprint(images, targets, distilled.mean, distilled.std,
+                                                            distilled.zca))
     return _run_nets(distilled.method or "distilled", protocol, len(distilled), runs, seed, progress, judge,
-                     lambda net_seed: (images, targets), labels, together)
+                     lambda net_seed: (images, targets), labels, together, ledger)
 
 
 def net_inputs(dataset: ImageDataset, device: torch.device, mean: list[float], std: list[float],
@@ -365,10 +395,11 @@ def evaluate_random_baseline(
     zca: float | None = None,
     precision: str = "fp32",
     together: bool = False,
+    progress_file: str | Path | None = None,
 ) -> EvaluationResult:
     """The same protocol on class-balanced random real subsets of ``size`` images (a new subset per net).
 
-    ``model`` and ``together`` as in ``evaluate``; the subsets' labels are their one-hot classes (``labels``
+    ``model``, ``together`` and ``progress_file`` as in ``evaluate``; the subsets' labels are their one-hot classes (``labels``
     "hard"). ``zca`` (default: the protocol's) trains on ZCA-whitened images, as a set distilled with that ZCA
     is judged.
     """
@@ -384,7 +415,8 @@ def evaluate_random_baseline(
         return dataset.train.images[index], one_hot[index]
 
     judge = _Judge(dataset, spec, recipe, normalizer, torch_device, model)
-    return _run_nets("random", protocol, size, runs, seed, progress, judge, subset, together=together)
+    ledger = judge.ledger(progress_file, "random", size, spec.zca if zca is None else zca)
+    return _run_nets("random", protocol, size, runs, seed, progress, judge, subset, together=together, ledger=ledger)
 
 
 def evaluate_whole_set(
