@@ -24,7 +24,8 @@ from .distributed import current_group
 from .dsa import DEFAULT_STRATEGY, parse_strategy
 from .errors import DevsError, InvalidParameterError
 from .io import DistilledSet
-from .ledger import NetLedger, evaluation_key, fingerprint
+from .methods.extractor import fingerprint
+from .ledger import NetLedger, evaluation_key
 from .methods.base import Whitening, check_number
 from .methods.coresets import balanced_counts, random_subset_indices
 from .models import MODELS, build_model
@@ -224,7 +225,7 @@ class _Judge:
                               self.device)
         return [self.test(net) for net in nets]
 
-    def ledger(self, progress_file: str | Path | None, *what: Any) -> NetLedger | None:
+    def ledger(self, progress_file: str | Path | None, **what: Any) -> NetLedger | None:
         """Where the finished nets of judging ``what`` are kept (None: nowhere, without ``progress_file``)."""
         if progress_file is None:
             return None
@@ -356,8 +357,8 @@ def evaluate(
         targets = hard_labels(targets)
 
     judge = _Judge(dataset, spec, recipe, normalizer, torch_device, model)
-    ledger = judge.ledger(progress_file, "set", fingerprint(images, targets, distilled.mean, distilled.std,
-                                                            distilled.zca))
+    ledger = judge.ledger(progress_file, set=fingerprint(images, targets, distilled.classes), mean=distilled.mean,
+                          std=distilled.std, zca=distilled.zca)
     return _run_nets(distilled.method or "distilled", protocol, len(distilled), runs, seed, progress, judge,
                      lambda net_seed: (images, targets), labels, together, ledger)
 
@@ -415,7 +416,7 @@ def evaluate_random_baseline(
         return dataset.train.images[index], one_hot[index]
 
     judge = _Judge(dataset, spec, recipe, normalizer, torch_device, model)
-    ledger = judge.ledger(progress_file, "random", size, spec.zca if zca is None else zca)
+    ledger = judge.ledger(progress_file, random=size, zca=spec.zca if zca is None else zca)
     return _run_nets("random", protocol, size, runs, seed, progress, judge, subset, together=together, ledger=ledger)
 
 

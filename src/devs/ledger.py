@@ -14,7 +14,6 @@ reading skips a line that does not parse (that net is trained again). Nothing in
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
@@ -22,33 +21,20 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from .errors import InvalidParameterError
+from .methods.extractor import content_hash, fingerprint
 
 logger = logging.getLogger(__name__)
 
 
-def fingerprint(*parts: Any) -> str:
-    """A short sha256 of ``parts``: tensors by their dtype, shape and bytes, anything else by its JSON."""
-    digest = hashlib.sha256()
-    for part in parts:
-        if isinstance(part, torch.Tensor):
-            tensor = part.detach().to("cpu").contiguous()
-            digest.update(f"{tensor.dtype}{tuple(tensor.shape)}".encode())
-            digest.update(tensor.view(torch.uint8).numpy().tobytes() if tensor.numel() else b"")
-        else:
-            digest.update(json.dumps(part, sort_keys=True, default=str).encode())
-        digest.update(b"\0")
-    return digest.hexdigest()[:24]
-
-
-def evaluation_key(what: Any, dataset, recipe, protocol: str, model: str, dropout: float) -> str:
-    """The key of one evaluation: ``what`` is judged (the set's fingerprint, or "random" and its size),
-    on ``dataset`` (its name, shapes and labels: a different holdout split has other labels), by ``model``
-    nets trained with ``recipe`` (epochs, augmentation, precision, ...)."""
-    return fingerprint(what, dataset.name, dataset.image_shape, dataset.train.labels, dataset.test.labels,
-                       asdict(recipe), protocol, model, dropout)
+def evaluation_key(what: dict[str, Any], dataset, recipe, protocol: str, model: str, dropout: float) -> str:
+    """The key of one evaluation: ``what`` is judged (the set's fingerprint, or "random" and its size), on
+    ``dataset`` (its test split's content and its training labels: another holdout split differs in both), by
+    ``model`` nets trained with ``recipe`` (epochs, augmentation, precision, ...)."""
+    return content_hash({"what": what, "dataset": dataset.name,
+                         "test": fingerprint(dataset.test.images, dataset.test.labels, dataset.classes),
+                         "train_labels": content_hash(dataset.train.labels.tolist()), "recipe": asdict(recipe),
+                         "protocol": protocol, "model": model, "dropout": dropout})
 
 
 class NetLedger:
