@@ -949,6 +949,22 @@ def exp_formation_factor_large(run: Run) -> None:
     run.parallel([distill4, distill2, *judge4, *judge2], test if run.gpu else [])
 
 
+def exp_dream(run: Run) -> None:
+    """DREAM's representative real batches in devs+'s DM step (issue #23, item 2): devs+ balanced at 1 per class
+    with formation=4 and finetune_real_batches=representative (each class's real batch: the images nearest the
+    centres of a k-means clustering, in DEvS's first extractor's features, of a random pool of 4 x 256 of its
+    images, drawn again every 10 iterations) on the validation split, distillation seeds 0-2, dc, 3 nets. The
+    same recipe with random batches is the formation-factor experiment's f4 rows (same seeds, so the same
+    extractors and DEvS stages: copying that experiment's stages/ into this work folder skips training them
+    again). On a GPU both arms run here, side by side. Settings fixed before any was run."""
+    holdout = str(run.pick(5000, 5000, smoke=300))
+    iterations = run.pick(300, 300, smoke=2)
+    arms = {"representative": ("finetune_real_batches=representative",), **({"random": ()} if run.gpu else {})}
+    run.parallel(*[devs_plus_dm_steps(run, f"{arm}-seed{seed}", holdout=holdout, ipc=1, iterations=iterations,
+                                      lr=1.0, seed=seed, params=("formation=4", *extra))
+                   for seed in (0, 1, 2) for arm, extra in arms.items()])
+
+
 def exp_zca(run: Run) -> None:
     """devs+ and DM at 10 per class on the validation split, with and without ZCA whitening (issue #24). Both
     keep formation=1, since packing does not combine with ZCA, so ZCA is the only difference; a ZCA set is
@@ -1194,6 +1210,9 @@ EXPERIMENTS = {e.name: e for e in [
     Experiment("formation-factor-large", "devs+ at 10 per class with formation=4 against formation=2 on a "
                "validation split (and formation=4 on the test split on a GPU) (devs distill, devs evaluate)",
                "Accuracy against distillation time", exp_formation_factor_large, data=("cifar10",)),
+    Experiment("dream", "devs+ at 1 per class with DREAM's representative real batches in its DM step against "
+               "random ones, three seeds on a validation split (devs distill, devs evaluate)",
+               "Accuracy against distillation time", exp_dream, data=("cifar10",)),
     Experiment("zca", "devs+ and DM at 10 per class on a validation split, with and without ZCA whitening "
                "(devs_table.py)", "ZCA", exp_zca, data=("cifar10",)),
     Experiment("dm-loss", "DM's loss: mean embeddings (the paper) against the MMD of every moment (after M3D), on "

@@ -181,6 +181,17 @@ def kmeans_assign(
     return _fill_empty_clusters(features, np.asarray(assignments, dtype=np.int64), k)
 
 
+def nearest_rows(features: torch.Tensor, assignments: torch.Tensor, k: int) -> torch.Tensor:
+    """For each of the ``k`` clusters of ``features`` (``assignments``: a cluster per row, none empty), the row
+    of the member nearest the cluster's mean feature vector (DEvS's medoids, DREAM's representatives)."""
+    centroids, _ = cluster_means(features, features[:, :1], assignments, k)
+    distance = ((features - centroids[assignments]) ** 2).sum(1)
+    order = torch.argsort(distance)
+    order = order[torch.argsort(assignments[order], stable=True)]  # by cluster, nearest first
+    sizes = torch.bincount(assignments, minlength=k)
+    return order[torch.cumsum(sizes, 0) - sizes]  # the first (nearest) row of each cluster
+
+
 def cluster_means(
     images: torch.Tensor | ArrayStore,
     targets: torch.Tensor,

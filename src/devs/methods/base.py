@@ -27,7 +27,8 @@ register_method = METHODS.register
 # Parameters added after files and checkpoints were written, with their defaults: at these values they are left
 # out of configs and checkpoint keys, so older files and keys stay valid.
 LATER_DEFAULTS: dict[str, Any] = {"zca": None, "precision": "fp32", "loss": "mean", "finetune_loss": "mean",
-                                  "restore_contrast": False}
+                                  "restore_contrast": False, "real_batches": "random", "representative_every": 10,
+                                  "finetune_real_batches": "random"}
 
 
 def list_methods(pattern: str = "*") -> list[str]:

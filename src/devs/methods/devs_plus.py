@@ -35,17 +35,17 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from ..cluster import cluster_means
+from ..cluster import cluster_means, nearest_rows
 from ..distributed import Group
 from ..errors import InvalidParameterError
 from ..formation import check_factor, downsample, encode, pack_labels
 from ..io import DistilledSet
 from .base import as_training_data, check_number, register_method
 from .devs import DEvS, StageContext
-from .matching import DM_LOSSES, ZCA_FORMATION, DistributionMatching
+from .matching import DM_LOSSES, REAL_BATCHES, ZCA_FORMATION, DistributionMatching
 
-PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "finetune_loss", "formation",
-               "trained_embedding", "trained_ce", "time_budget_s")
+PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "finetune_loss",
+               "finetune_real_batches", "formation", "trained_embedding", "trained_ce", "time_budget_s")
 
 
 @register_method("devs+")
@@ -60,6 +60,8 @@ class DEvSPlus(DEvS):
     finetune_iterations: DM iterations started from the DEvS images (0: none; needs per-class clustering).
     finetune_lr: DM's learning rate on the pixels.
     finetune_loss: DM's loss, "mean" (the paper's) or "mmd" (every moment; DistributionMatching's ``loss``).
+    finetune_real_batches: DM's real batches, "random" (the paper's) or "representative" (after DREAM:
+        DistributionMatching's ``real_batches``), clustered in the features of DEvS's first extractor.
     formation: multi-formation factor f (1: off): each stored image holds f x f images at 1/f of the size.
         The last stage (and a given ``schedule``) counts those smaller images: ``ipc * f**2`` per class.
     trained_embedding: probability in [0, 1] that a DM iteration embeds with the first-stage extractor
@@ -77,12 +79,12 @@ class DEvSPlus(DEvS):
     name = "devs+"
     supports_snapshots = True  # through its DM step (finetune_iterations > 0)
     # The DM step and the packing into stored images change no DEvS stage (a stage's size is in its key).
-    after_stages_params = ("finetune_iterations", "finetune_lr", "finetune_loss", "formation", "trained_embedding",
-                           "trained_ce", "time_budget_s")
+    after_stages_params = ("finetune_iterations", "finetune_lr", "finetune_loss", "finetune_real_batches", "formation",
+                           "trained_embedding", "trained_ce", "time_budget_s")
 
     def __init__(self, ipc: int = 10, *, label_mix: float = 0.5, temperature: float = 1.0, anchor: float = 0.5,
                  finetune_iterations: int = 300, finetune_lr: float = 1.0, finetune_loss: str = "mean",
-                 formation: int = 1,
+                 finetune_real_batches: str = "random", formation: int = 1,
                  trained_embedding: float = 0.0, trained_ce: float = 0.0, time_budget_s: float | None = None,
                  clustering: str = "per-class", **devs_params: Any) -> None:
         # Per-class clustering (its DM step and multi-formation need one class per image), whatever DEvS's
@@ -94,6 +96,7 @@ class DEvSPlus(DEvS):
         self.finetune_iterations = finetune_iterations
         self.finetune_lr = finetune_lr
         self.finetune_loss = finetune_loss
+        self.finetune_real_batches = finetune_real_batches
         self.formation = formation
         self.trained_embedding = trained_embedding
         self.trained_ce = trained_ce
@@ -112,6 +115,9 @@ class DEvSPlus(DEvS):
         check_number("devs+", "finetune_lr", self.finetune_lr, integer=False, low=1e-9)
         if self.finetune_loss not in DM_LOSSES:
             raise InvalidParameterError(f"Unknown finetune_loss {self.finetune_loss!r}. Valid: {', '.join(DM_LOSSES)}.")
+        if self.finetune_real_batches not in REAL_BATCHES:
+            raise InvalidParameterError(f"Unknown finetune_real_batches {self.finetune_real_batches!r}. "
+                                        f"Valid: {', '.join(REAL_BATCHES)}.")
         check_number("devs+", "trained_embedding", self.trained_embedding, integer=False, low=0.0, high=1.0)
         check_number("devs+", "trained_ce", self.trained_ce, integer=False, low=0.0)
         if self.time_budget_s is not None:
@@ -143,7 +149,7 @@ class DEvSPlus(DEvS):
                 _, teacher_labels = cluster_means(teacher[:, :1], teacher, output_index, k)
                 labels = (1.0 - self.label_mix) * labels + self.label_mix * teacher_labels
             if self.anchor:
-                medoids = images[_medoid_rows(features, output_index, k)]
+                medoids = images[nearest_rows(features, output_index, k)]
                 means = (1.0 - self.anchor) * means + self.anchor * medoids.float()
         return group.broadcast_object((means, labels))
 
@@ -177,10 +183,13 @@ class DEvSPlus(DEvS):
 
     def _finetune(self, data, time_budget_s: float | None, spent_s: float) -> None:
         start = self.distilled_
-        trained = self.first_extractor(data) if self.trained_embedding else None
+        representative = self.finetune_real_batches == "representative"
+        trained = self.first_extractor(data) if self.trained_embedding or representative else None
         dm = _DistributionMatchingFrom(
-            start.images, trained_net=trained, trained_embedding=self.trained_embedding, trained_ce=self.trained_ce,
-            ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr, loss=self.finetune_loss,
+            start.images, trained_net=trained if self.trained_embedding else None,
+            selection_net=trained if representative else None, trained_embedding=self.trained_embedding,
+            trained_ce=self.trained_ce, ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
+            loss=self.finetune_loss, real_batches=self.finetune_real_batches,
             width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
             progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
             time_budget_s=time_budget_s, zca=self.zca, fitted_zca=self.zca_, precision=self.precision,
@@ -203,16 +212,6 @@ def _with(distilled: DistilledSet, **changes: Any) -> DistilledSet:
     return dataclasses.replace(distilled, config=dict(distilled.config), **changes)
 
 
-def _medoid_rows(features: torch.Tensor, output_index: torch.Tensor, k: int) -> torch.Tensor:
-    """For each cluster, the row of the member nearest the cluster's mean feature vector."""
-    centroids, _ = cluster_means(features, features[:, :1], output_index, k)
-    distance = ((features - centroids[output_index]) ** 2).sum(1)
-    order = torch.argsort(distance)
-    order = order[torch.argsort(output_index[order], stable=True)]  # by cluster, nearest first
-    sizes = torch.bincount(output_index, minlength=k)
-    return order[torch.cumsum(sizes, 0) - sizes]  # the first (nearest) row of each cluster
-
-
 class _DistributionMatchingFrom(DistributionMatching):
     """DM whose synthetic images start from given class-major images instead of random real ones, and
     which embeds with ``trained_net`` (its trunk) instead of a fresh random ConvNet on a random
@@ -220,13 +219,16 @@ class _DistributionMatchingFrom(DistributionMatching):
 
     The trained net is not in the progress checkpoint's key; the start images, which DEvS made with it, are.
     ``fitted_zca``: DEvS's fitted ZCA (with ``zca`` set), used as it is instead of fitting it again.
+    ``selection_net``: the net whose features pick representative real batches (``real_batches``), instead of
+    DM's random one; like the trained net, it is not in the checkpoint's key.
     """
 
     def __init__(self, start_images: torch.Tensor, trained_net: nn.Module | None = None,
                  trained_embedding: float = 0.0, trained_ce: float = 0.0, fitted_zca: Any = None,
-                 **params: Any) -> None:
+                 selection_net: nn.Module | None = None, **params: Any) -> None:
         super().__init__(**params)
         self.start_images = start_images
+        self.selection_net = selection_net
         self.fitted_zca = fitted_zca
         self.trained_embedding = trained_embedding
         self.trained_ce = trained_ce
@@ -242,6 +244,11 @@ class _DistributionMatchingFrom(DistributionMatching):
         if self._trained is not None and float(torch.rand((), generator=state.generator)) < self.trained_embedding:
             return self._trained.to(state.device)
         return super()._fresh_net(data, state, seed)
+
+    def _selection_net(self, data, state) -> nn.Module:
+        if self.selection_net is None:
+            return super()._selection_net(data, state)
+        return copy.deepcopy(self.selection_net).to(state.device)
 
     def _extra_loss(self, net: nn.Module, syn_features: torch.Tensor, cls: int) -> torch.Tensor | float:
         if net is not self._trained or not self.trained_ce:

@@ -53,6 +53,7 @@ from .base import (
 )
 from .extractor import checkpoint_file, content_hash, fingerprint
 from .progress import MatchingProgress, load_progress, save_progress
+from .representative import RepresentativeBatches, embed_training_set
 
 logger = logging.getLogger(__name__)
 
@@ -108,10 +109,13 @@ class ClassSampler:
         """``count`` distinct images of ``cls`` (all of them, shuffled, if the class is smaller)."""
         members = self.members[cls]
         # The permutation is drawn on the CPU so that CPU and GPU runs use the same stream.
-        chosen = members[torch.randperm(len(members), generator=self.generator)[:count]]
+        return self.take(members[torch.randperm(len(members), generator=self.generator)[:count]])
+
+    def take(self, rows: torch.Tensor) -> torch.Tensor:
+        """The training images at ``rows`` (CPU indices), normalized, on the images' device."""
         if isinstance(self.images, ArrayStore):
-            return self.normalizer(self.images[chosen])
-        return self.images[chosen.to(self.images.device)]
+            return self.normalizer(self.images[rows])
+        return self.images[rows.to(self.images.device)]
 
 
 @dataclass
@@ -126,12 +130,15 @@ class MatchingState:
     generator: torch.Generator
     device: torch.device
     flip: bool = True  # whether augmentation may flip (TrainingData.flip)
+    iteration: int = 0  # the iteration under way (the loop sets it)
+    representatives: RepresentativeBatches | None = None  # DM's real batches when real_batches="representative"
 
     def class_images(self, cls: int) -> torch.Tensor:
         return self.images[cls * self.ipc : (cls + 1) * self.ipc]
 
 
 DM_LOSSES = ("mean", "mmd")
+REAL_BATCHES = ("random", "representative")
 MMD_BANDWIDTHS = (0.5, 1.0, 2.0)  # Gaussian kernels at these multiples of the median squared real-real distance
 
 
@@ -238,6 +245,7 @@ class _PixelMatching(DistillationMethod):
                    initial=len(losses), total=self.iterations)
         saved_at = time.perf_counter()
         for iteration in bar:
+            state.iteration = iteration
             net = self._fresh_net(data, state, seed=int(torch.randint(2**31 - 1, (1,), generator=state.generator)))
             losses.append(self._iteration(state, net, optimizer))
             if not bar.disable and iteration % 10 == 0:  # reading the loss syncs a GPU, so not every step
@@ -510,6 +518,11 @@ class DistributionMatching(_PixelMatching):
         squared distance between the class's real embeddings), which matches every moment of the embeddings,
         not only the mean (after M3D, Zhang et al. AAAI 2024); scaled so that it equals ``"mean"`` in the
         limit of wide kernels, so the same ``lr_img`` applies (see ``mmd_loss``).
+    real_batches: ``"random"`` (the paper: a new random batch of each class every iteration) or
+        ``"representative"`` (after DREAM, Liu et al. ICCV 2023): the images nearest the centres of a k-means
+        clustering of the class into ``batch_real`` clusters, redrawn every ``representative_every``
+        iterations (devs.methods.representative, which says where it departs from DREAM).
+    representative_every: iterations between two clusterings with ``real_batches="representative"``.
     device: ``"auto"``, ``"cpu"``, ``"cuda"``; random_state: the seed of every random draw.
     progress: show a progress bar over iterations.
     checkpoint_dir: where the run's progress is saved (every minute and at the end); with ``resume=True``
@@ -537,6 +550,8 @@ class DistributionMatching(_PixelMatching):
         zca: float | None = None,
         precision: str = "fp32",
         loss: str = "mean",
+        real_batches: str = "random",
+        representative_every: int = 10,
         device: str = "auto",
         random_state: int = 0,
         progress: bool = True,
@@ -550,6 +565,8 @@ class DistributionMatching(_PixelMatching):
         self.dsa = dsa
         self.precision = precision
         self.loss = loss
+        self.real_batches = real_batches
+        self.representative_every = representative_every
         self.formation = formation
         self.width = width
         self.depth = depth
@@ -568,6 +585,28 @@ class DistributionMatching(_PixelMatching):
         if self.loss not in DM_LOSSES:
             raise InvalidParameterError(f"Unknown DM loss {self.loss!r}. Valid: {', '.join(DM_LOSSES)} (mean: the "
                                         "paper's; mmd: every moment, after M3D).")
+        if self.real_batches not in REAL_BATCHES:
+            raise InvalidParameterError(f"Unknown real_batches {self.real_batches!r}. Valid: {', '.join(REAL_BATCHES)} "
+                                        "(random: the paper's; representative: k-means representatives, after DREAM).")
+        check_number("dm", "representative_every", self.representative_every, integer=True, low=1)
+
+    def _initial_state(self, data: TrainingData, normalizer: InputTransform, device: torch.device) -> MatchingState:
+        state = super()._initial_state(data, normalizer, device)
+        if self.real_batches == "representative":
+            features = embed_training_set(self._selection_net(data, state), state.sampler.take, len(data.labels))
+            state.representatives = RepresentativeBatches(features, state.sampler.members, self.batch_real,
+                                                          self.representative_every, self.random_state)
+        return state
+
+    def _selection_net(self, data: TrainingData, state: MatchingState) -> nn.Module:
+        """The net whose features pick representative real batches: a random ConvNet from the run's seed."""
+        return _PixelMatching._fresh_net(self, data, state, seed=self.random_state)
+
+    def _real_images(self, state: MatchingState, cls: int) -> torch.Tensor:
+        """Class ``cls``'s real batch at this iteration: random (the paper), or its representatives."""
+        if state.representatives is None:
+            return state.sampler.sample(cls, self.batch_real)
+        return state.sampler.take(state.representatives.rows(cls, state.iteration))
 
     def _iteration(self, state: MatchingState, net: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
         """One step on the images: per class, squared distance between mean real and synthetic embeddings.
@@ -581,7 +620,7 @@ class DistributionMatching(_PixelMatching):
         image_size = tuple(state.images.shape[2:])
         reals, draws = [], []
         for cls in range(state.num_classes):  # the official loop's order of draws: real batch, then augmentation
-            reals.append(state.sampler.sample(cls, self.batch_real))
+            reals.append(self._real_images(state, cls))
             draws.append(sample_siamese(groups, state.generator, image_size))
         real_sizes = [len(real) for real in reals]
         real_batch = augment_groups(torch.cat(reals), real_sizes, draws)
