@@ -54,6 +54,18 @@ def test_other_sets_settings_and_random_subsets_are_kept_apart(digits, tmp_path,
     assert trained == [0] * 5  # the random subsets resume too
 
 
+def test_nets_trained_together_are_kept_and_taken_together(digits, tmp_path, monkeypatch):
+    module = importlib.import_module("devs.evaluate")
+    real, calls = module._Judge.together, []
+    monkeypatch.setattr(module._Judge, "together", lambda judge, sets, seeds: calls.append(seeds) or real(judge, sets, seeds))
+    subset = RandomSubset(ipc=2, random_state=0).fit(digits).distilled_
+    file = tmp_path / "nets.jsonl"
+    first = evaluate(subset, digits, runs=2, epochs=3, progress=False, together=True, progress_file=file)
+    again = evaluate(subset, digits, runs=2, epochs=3, progress=False, together=True, progress_file=file)
+    assert calls == [[0, 1]] and first.together and again.together
+    assert again.accuracies == first.accuracies and again.seeds == [0, 1]
+
+
 def test_a_line_cut_short_by_a_crash_is_skipped_and_ended(tmp_path, caplog):
     file = tmp_path / "nets.jsonl"
     ledger = NetLedger(file, "k")

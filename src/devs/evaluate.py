@@ -24,10 +24,10 @@ from .distributed import current_group
 from .dsa import DEFAULT_STRATEGY, parse_strategy
 from .errors import DevsError, InvalidParameterError
 from .io import DistilledSet
-from .methods.extractor import fingerprint
 from .ledger import NetLedger, evaluation_key
 from .methods.base import Whitening, check_number
 from .methods.coresets import balanced_counts, random_subset_indices
+from .methods.extractor import fingerprint
 from .models import MODELS, build_model
 from .registry import Registry
 from .runtime import resolve_device
@@ -284,8 +284,8 @@ def _run_nets(label: str, protocol: str, size: int, runs: int, seed: int, progre
             start = time.perf_counter()
             result.accuracies = judge.together([training_set(net_seed) for net_seed in seeds], seeds)
             result.seconds = [(time.perf_counter() - start) / runs] * runs
-            for net_seed, acc in zip(seeds, result.accuracies):
-                if ledger:
+            if ledger:
+                for net_seed, acc in zip(seeds, result.accuracies):
                     ledger.record(net_seed, acc, result.seconds[0])
         result.seeds, result.together = seeds, True
         return result
