@@ -142,3 +142,23 @@ def test_cli_runs_devs_plus_with_devs_options(tmp_path, capsys):
                  "--param", "label_mix=0.3", "--param", "finetune_iterations=2", "--out", str(out), "--no-evaluate", "-q", "--json"]) == 0
     record = json.loads(capsys.readouterr().out)
     assert record["method"] == "devs+" and record["config"]["label_mix"] == 0.3
+
+
+def test_gradient_matching_step_moves_the_pixels_and_keeps_the_labels(digits, monkeypatch):
+    from devs.methods import devs_plus
+    monkeypatch.setitem(devs_plus.IDC_STEP, "outer_loop", 2)  # IDC's 100 matchings per net, 500 real images
+    monkeypatch.setitem(devs_plus.IDC_STEP, "real_per_update", 32)  # per update: too slow for a unit test
+    start = fit_plus(digits, formation=2).distilled_
+    tuned = fit_plus(digits, formation=2, finetune_iterations=1, finetune_match="gradient", finetune_lr=0.01).distilled_
+    assert tuned.config["finetune_iterations_done"] == 1 and tuned.config["finetune_match"] == "gradient"
+    assert torch.equal(tuned.labels, start.labels) and tuned.formation == 2
+    assert not torch.allclose(tuned.images, start.images)
+    assert "finetune_match" not in fit_plus(digits).distilled_.config  # the default stays out of files and keys
+
+
+@pytest.mark.parametrize("params", [dict(finetune_match="trajectory"),
+                                    dict(finetune_match="gradient", finetune_loss="mmd"),
+                                    dict(finetune_match="gradient", trained_embedding=0.5)])
+def test_gradient_step_settings_fail_clearly(params, digits):
+    with pytest.raises(InvalidParameterError, match="finetune_"):
+        DEvSPlus(**FAST, **params).fit(digits)

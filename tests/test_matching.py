@@ -371,3 +371,53 @@ def test_dm_with_the_mmd_loss_learns_and_is_recorded(digits, tmp_path):
     assert plus.distilled_.config["finetune_loss"] == "mmd"
     with pytest.raises(InvalidParameterError, match="finetune_loss"):
         get_method("devs+", ipc=1, finetune_loss="median").fit(digits)
+
+
+# ----------------------------------------------------------------------------- IDC's options of DC
+IDC_TINY = dict(formation=2, dsa="color_crop_cutout", distance="l1", net_data="real", outer_loop=2, inner_loop=1,
+                batch_real=16, batch_train=16, real_per_update=32, lr_img=0.01)
+
+
+def test_dc_at_its_defaults_keeps_idcs_options_out_of_its_config(digits):
+    config = fit("dc", digits, ipc=1, iterations=1).distilled_.config
+    assert not {"formation", "dsa", "distance", "net_data", "real_per_update"} & set(config)
+    idc = fit("dc", digits, ipc=1, iterations=1, **IDC_TINY).distilled_.config
+    assert (idc["formation"], idc["distance"], idc["net_data"]) == (2, "l1", "real")
+
+
+def test_dc_with_idcs_options_learns_packed_images(digits):
+    start = fit("dc", digits, ipc=1, iterations=1, **{**IDC_TINY, "lr_img": 1e-12}).distilled_
+    method = fit("dc", digits, ipc=1, iterations=2, **IDC_TINY)
+    result = method.distilled_
+    assert result.formation == 2 and result.images.shape == (10, *digits.train.images.shape[1:])
+    assert all(math.isfinite(loss) and loss > 0 for loss in method.loss_history_)
+    assert not torch.allclose(result.images, start.images, atol=1e-4)
+    assert torch.equal(result.labels, torch.eye(10))
+
+
+def test_idc_distances_compare_the_convolution_kernels_only():
+    real = [torch.ones(2, 3, 3, 3), torch.ones(2), torch.ones(4, 8)]  # a kernel, a bias, a linear weight
+    syn = [torch.zeros(2, 3, 3, 3), torch.zeros(2), torch.zeros(4, 8)]
+    assert float(gradient_distance(real, syn, "l1")) == 54.0  # 2 x 3 x 3 x 3 entries of |1 - 0|
+    syn[0] = torch.full((2, 3, 3, 3), 3.0)
+    assert float(gradient_distance(real, syn, "mse")) == 54.0 * 4 and float(gradient_distance(real, syn, "l1")) == 108.0
+    # DC's cosine distance sees the linear weight too (1 - 0 per output row: 4), and the kernel's rows agree (0)
+    assert float(gradient_distance(real, syn, "cosine")) == pytest.approx(4.0, abs=1e-5)
+
+
+def test_a_network_update_on_real_images_draws_labelled_rows(digits):
+    data = as_training_data(digits)
+    method = GradientMatching(ipc=1, **{**FAST["dc"], **IDC_TINY})
+    state = method._initial_state(data, Normalizer(data.mean, data.std, torch.device("cpu")), torch.device("cpu"))
+    images, labels = state.sampler.sample_any(50)
+    normalized = Normalizer(data.mean, data.std, torch.device("cpu"))(data.images)
+    for image, label in zip(images, labels):
+        row = (normalized - image).flatten(1).abs().amax(1).argmin()
+        assert torch.allclose(normalized[row], image) and int(data.labels[row]) == int(label)
+
+
+@pytest.mark.parametrize("params", [dict(distance="l2"), dict(net_data="both"), dict(dsa="color_blur"),
+                                    dict(real_per_update=0), dict(formation=3)])
+def test_bad_idc_options_raise_typed_errors(params, digits):
+    with pytest.raises(InvalidParameterError):
+        get_method("dc", **{"ipc": 1, **FAST["dc"], **params}).fit(digits)

@@ -28,7 +28,7 @@ register_method = METHODS.register
 # out of configs and checkpoint keys, so older files and keys stay valid.
 LATER_DEFAULTS: dict[str, Any] = {"zca": None, "precision": "fp32", "loss": "mean", "finetune_loss": "mean",
                                   "restore_contrast": False, "real_batches": "random", "representative_every": 10,
-                                  "finetune_real_batches": "random"}
+                                  "finetune_real_batches": "random", "finetune_match": "distribution"}
 
 
 def list_methods(pattern: str = "*") -> list[str]:
@@ -197,6 +197,9 @@ class DistillationMethod:
     # set before ``fit``; the others have nothing in between to hand out.
     supports_snapshots: bool = False
     snapshots: Any = None  # a devs.snapshots.Snapshots, or None
+    # This method's own LATER_DEFAULTS: parameters it gained after its files were written whose names other
+    # methods had from the start (so they cannot go in the shared table), with their defaults.
+    added_later: dict[str, Any] = {}
 
     @classmethod
     def param_names(cls) -> list[str]:
@@ -217,8 +220,9 @@ class DistillationMethod:
         """``get_params()`` less ``exclude``, and less the parameters added after files were written while they
         keep their default (LATER_DEFAULTS): files and checkpoint keys of runs without them stay what they were
         before the parameters existed."""
+        later = {**LATER_DEFAULTS, **self.added_later}
         return {k: v for k, v in self.get_params().items() if k not in exclude
-                and not (k in LATER_DEFAULTS and v == LATER_DEFAULTS[k])}
+                and not (k in later and v == later[k])}
 
     def _key_settings(self, exclude: Any = ()) -> dict[str, Any]:
         """``_settings`` for a checkpoint key: ``precision`` as resolved for this fit (``precision_``; "auto"

@@ -14,7 +14,10 @@
    class into ``ipc * f**2`` groups, whose representatives are reduced to 1/f of the size and packed f x f
    into each stored image (label row: the mean of its tiles' rows); the file records f and training
    decodes it (devs.formation). Same pixels stored, f**2 times as many (smaller) training images.
-5. Trained embeddings in the DM step (``trained_embedding``, ``trained_ce``; after IDM, Zhao et al. CVPR
+5. Gradient matching instead (``finetune_match="gradient"``): the step runs IDC's gradient matching (Kim et
+   al., ICML 2022: networks trained on real images between matchings, L1 distance, DSA, the same packing)
+   from the DEvS images instead of DM.
+6. Trained embeddings in the DM step (``trained_embedding``, ``trained_ce``; after IDM, Zhao et al. CVPR
    2023, whose DM samples semi-trained nets from a queue it keeps training): a share of the DM iterations
    embeds with DEvS's own first-stage extractor, already trained on all the data, instead of a fresh
    random ConvNet, at no extra training cost; on those iterations ``trained_ce`` adds that net's
@@ -42,10 +45,16 @@ from ..formation import check_factor, downsample, encode, pack_labels
 from ..io import DistilledSet
 from .base import as_training_data, check_number, register_method
 from .devs import DEvS, StageContext
-from .matching import DM_LOSSES, REAL_BATCHES, ZCA_FORMATION, DistributionMatching
+from .matching import DM_LOSSES, REAL_BATCHES, ZCA_FORMATION, DistributionMatching, GradientMatching
 
 PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "finetune_loss",
-               "finetune_real_batches", "formation", "trained_embedding", "trained_ce", "time_budget_s")
+               "finetune_real_batches", "finetune_match", "formation", "trained_embedding", "trained_ce",
+               "time_budget_s")
+FINETUNE_MATCHES = ("distribution", "gradient")
+# IDC's settings for its gradient matching (its argument.py defaults for CIFAR-10 and ConvNet-3): matchings per
+# fresh net, DSA strategy of the matching, real images per class per matching, network updates' batch and size.
+IDC_STEP = dict(outer_loop=100, inner_loop=1, dsa="color_crop_cutout", distance="l1", net_data="real",
+                batch_real=64, batch_train=64, real_per_update=500, lr_net=0.01)
 
 
 @register_method("devs+")
@@ -62,6 +71,10 @@ class DEvSPlus(DEvS):
     finetune_loss: DM's loss, "mean" (the paper's) or "mmd" (every moment; DistributionMatching's ``loss``).
     finetune_real_batches: DM's real batches, "random" (the paper's) or "representative" (after DREAM:
         DistributionMatching's ``real_batches``), clustered in the features of DEvS's first extractor.
+    finetune_match: the step's matching, "distribution" (DM) or "gradient" (IDC's gradient matching: dc with
+        ``IDC_STEP``); with "gradient", ``finetune_iterations`` counts fresh networks of 100 matchings each,
+        and ``finetune_lr`` is its rate on the normalised pixels (IDC's 5e-3 x ipc / 10 on [0, 1] pixels is
+        about 0.08 x ipc / 10 there for CIFAR-10's spread), not DM's 1.0.
     formation: multi-formation factor f (1: off): each stored image holds f x f images at 1/f of the size.
         The last stage (and a given ``schedule``) counts those smaller images: ``ipc * f**2`` per class.
     trained_embedding: probability in [0, 1] that a DM iteration embeds with the first-stage extractor
@@ -79,12 +92,12 @@ class DEvSPlus(DEvS):
     name = "devs+"
     supports_snapshots = True  # through its DM step (finetune_iterations > 0)
     # The DM step and the packing into stored images change no DEvS stage (a stage's size is in its key).
-    after_stages_params = ("finetune_iterations", "finetune_lr", "finetune_loss", "finetune_real_batches", "formation",
-                           "trained_embedding", "trained_ce", "time_budget_s")
+    after_stages_params = ("finetune_iterations", "finetune_lr", "finetune_loss", "finetune_real_batches",
+                           "finetune_match", "formation", "trained_embedding", "trained_ce", "time_budget_s")
 
     def __init__(self, ipc: int = 10, *, label_mix: float = 0.5, temperature: float = 1.0, anchor: float = 0.5,
                  finetune_iterations: int = 300, finetune_lr: float = 1.0, finetune_loss: str = "mean",
-                 finetune_real_batches: str = "random", formation: int = 1,
+                 finetune_real_batches: str = "random", finetune_match: str = "distribution", formation: int = 1,
                  trained_embedding: float = 0.0, trained_ce: float = 0.0, time_budget_s: float | None = None,
                  clustering: str = "per-class", **devs_params: Any) -> None:
         # Per-class clustering (its DM step and multi-formation need one class per image), whatever DEvS's
@@ -97,6 +110,7 @@ class DEvSPlus(DEvS):
         self.finetune_lr = finetune_lr
         self.finetune_loss = finetune_loss
         self.finetune_real_batches = finetune_real_batches
+        self.finetune_match = finetune_match
         self.formation = formation
         self.trained_embedding = trained_embedding
         self.trained_ce = trained_ce
@@ -118,6 +132,14 @@ class DEvSPlus(DEvS):
         if self.finetune_real_batches not in REAL_BATCHES:
             raise InvalidParameterError(f"Unknown finetune_real_batches {self.finetune_real_batches!r}. "
                                         f"Valid: {', '.join(REAL_BATCHES)}.")
+        if self.finetune_match not in FINETUNE_MATCHES:
+            raise InvalidParameterError(f"Unknown finetune_match {self.finetune_match!r}. Valid: "
+                                        f"{', '.join(FINETUNE_MATCHES)} (distribution: DM; gradient: IDC's matching).")
+        dm_only = {"finetune_loss": "mean", "finetune_real_batches": "random", "trained_embedding": 0.0}
+        changed = [name for name, default in dm_only.items() if getattr(self, name) != default]
+        if self.finetune_match == "gradient" and changed:
+            raise InvalidParameterError(f"{', '.join(changed)} set(s) DM's step; with finetune_match='gradient' "
+                                        "leave them at their defaults, or use finetune_match='distribution'.")
         check_number("devs+", "trained_embedding", self.trained_embedding, integer=False, low=0.0, high=1.0)
         check_number("devs+", "trained_ce", self.trained_ce, integer=False, low=0.0)
         if self.time_budget_s is not None:
@@ -183,21 +205,29 @@ class DEvSPlus(DEvS):
 
     def _finetune(self, data, time_budget_s: float | None, spent_s: float) -> None:
         start = self.distilled_
+        step = self._gradient_step(start) if self.finetune_match == "gradient" else self._distribution_step(data, start)
+        step.time_budget_s = time_budget_s
+        if self.snapshots is not None:  # the step's clock starts spent_s into devs+'s; its sets get DEvS's labels
+            step.snapshots = self.snapshots.shifted(spent_s, lambda images: self._finetuned(start, images))
+        step.fit(data)
+        self.distilled_ = self._finetuned(start, step.distilled_)
+
+    def _common_step_params(self) -> dict[str, Any]:
+        return dict(ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr, width=self.width,
+                    depth=self.depth, device=self.device, random_state=self.random_state, progress=self.progress,
+                    checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation, zca=self.zca)
+
+    def _gradient_step(self, start: DistilledSet) -> "_GradientMatchingFrom":
+        return _GradientMatchingFrom(start.images, fitted_zca=self.zca_, **IDC_STEP, **self._common_step_params())
+
+    def _distribution_step(self, data, start: DistilledSet) -> "_DistributionMatchingFrom":
         representative = self.finetune_real_batches == "representative"
         trained = self.first_extractor(data) if self.trained_embedding or representative else None
-        dm = _DistributionMatchingFrom(
+        return _DistributionMatchingFrom(
             start.images, trained_net=trained if self.trained_embedding else None,
             selection_net=trained if representative else None, trained_embedding=self.trained_embedding,
-            trained_ce=self.trained_ce, ipc=self.ipc, iterations=self.finetune_iterations, lr_img=self.finetune_lr,
-            loss=self.finetune_loss, real_batches=self.finetune_real_batches,
-            width=self.width, depth=self.depth, device=self.device, random_state=self.random_state,
-            progress=self.progress, checkpoint_dir=self.checkpoint_dir, resume=self.resume, formation=self.formation,
-            time_budget_s=time_budget_s, zca=self.zca, fitted_zca=self.zca_, precision=self.precision,
-        )
-        if self.snapshots is not None:  # DM's clock starts spent_s into devs+'s; its sets get DEvS's labels
-            dm.snapshots = self.snapshots.shifted(spent_s, lambda step: self._finetuned(start, step))
-        dm.fit(data)
-        self.distilled_ = self._finetuned(start, dm.distilled_)
+            trained_ce=self.trained_ce, loss=self.finetune_loss, real_batches=self.finetune_real_batches,
+            fitted_zca=self.zca_, precision=self.precision, **self._common_step_params())
 
     @staticmethod
     def _finetuned(start: DistilledSet, step: DistilledSet) -> DistilledSet:
@@ -212,13 +242,35 @@ def _with(distilled: DistilledSet, **changes: Any) -> DistilledSet:
     return dataclasses.replace(distilled, config=dict(distilled.config), **changes)
 
 
-class _DistributionMatchingFrom(DistributionMatching):
+class _StartingFrom:
+    """A pixel-matching method whose synthetic images start from given class-major images (pixel units) instead
+    of random real ones; ``fitted_zca``: DEvS's fitted ZCA (with ``zca`` set), used as it is."""
+
+    def __init__(self, start_images: torch.Tensor, fitted_zca: Any = None, **params: Any) -> None:
+        super().__init__(**params)  # type: ignore[call-arg]
+        self.start_images = start_images
+        self.fitted_zca = fitted_zca
+
+    def _initial_state(self, data, normalizer, device):
+        state = super()._initial_state(data, normalizer, device)  # type: ignore[misc]
+        state.images = normalizer(self.start_images).detach().clone().requires_grad_(True)
+        return state
+
+
+class _GradientMatchingFrom(_StartingFrom, GradientMatching):
+    """Gradient matching (with IDC's settings, IDC_STEP) from devs+'s images."""
+
+    @classmethod
+    def param_names(cls) -> list[str]:
+        return GradientMatching.param_names()
+
+
+class _DistributionMatchingFrom(_StartingFrom, DistributionMatching):
     """DM whose synthetic images start from given class-major images instead of random real ones, and
     which embeds with ``trained_net`` (its trunk) instead of a fresh random ConvNet on a random
     ``trained_embedding`` share of the iterations, adding ``trained_ce`` x its cross-entropy on them.
 
     The trained net is not in the progress checkpoint's key; the start images, which DEvS made with it, are.
-    ``fitted_zca``: DEvS's fitted ZCA (with ``zca`` set), used as it is instead of fitting it again.
     ``selection_net``: the net whose features pick representative real batches (``real_batches``), instead of
     DM's random one; like the trained net, it is not in the checkpoint's key.
     """
@@ -226,10 +278,8 @@ class _DistributionMatchingFrom(DistributionMatching):
     def __init__(self, start_images: torch.Tensor, trained_net: nn.Module | None = None,
                  trained_embedding: float = 0.0, trained_ce: float = 0.0, fitted_zca: Any = None,
                  selection_net: nn.Module | None = None, **params: Any) -> None:
-        super().__init__(**params)
-        self.start_images = start_images
+        super().__init__(start_images, fitted_zca=fitted_zca, **params)
         self.selection_net = selection_net
-        self.fitted_zca = fitted_zca
         self.trained_embedding = trained_embedding
         self.trained_ce = trained_ce
         self._trained = copy.deepcopy(trained_net).eval() if trained_net is not None else None
@@ -256,7 +306,3 @@ class _DistributionMatchingFrom(DistributionMatching):
         target = torch.full((len(syn_features),), cls, device=syn_features.device)
         return self.trained_ce * F.cross_entropy(net.head(syn_features), target)
 
-    def _initial_state(self, data, normalizer, device):
-        state = super()._initial_state(data, normalizer, device)
-        state.images = normalizer(self.start_images).detach().clone().requires_grad_(True)
-        return state

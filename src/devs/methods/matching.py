@@ -6,7 +6,9 @@ real images of that class, against a freshly initialised ConvNet-3 (instance nor
 - DC, "Dataset Condensation with Gradient Matching" (Zhao, Mopuri & Bilen, ICLR 2021): per class,
   match the gradient of the classification loss w.r.t. the network weights on a real batch and on the
   synthetic images (a layer-wise sum of 1 - cosine similarity per output unit); between matchings,
-  train the network for ``inner_loop`` epochs on the synthetic set.
+  train the network for ``inner_loop`` epochs on the synthetic set. With ``net_data="real"``,
+  ``distance="l1"``, ``dsa`` and ``formation`` it becomes IDC's variant (Kim et al., ICML 2022): the
+  network trains on real images between matchings, and the distance is the L1 norm of the difference.
 - DM, "Dataset Condensation with Distribution Matching" (Zhao & Bilen, WACV 2023): per class, match
   the mean trunk embedding of a real batch and of the synthetic images (squared Euclidean distance),
   both augmented with the same differentiable Siamese augmentation (devs.dsa).
@@ -25,7 +27,7 @@ import numbers
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -39,7 +41,14 @@ from ..io import DistilledSet
 from ..models import build_model
 from ..runtime import make_generator, resolve_device
 from ..store import ArrayStore
-from ..train import features_without_grad, mean_features, precision_autocast, resolve_precision
+from ..train import (
+    BatchAugmenter,
+    TrainRecipe,
+    features_without_grad,
+    mean_features,
+    precision_autocast,
+    resolve_precision,
+)
 from .base import (
     DistillationMethod,
     InputTransform,
@@ -60,6 +69,7 @@ logger = logging.getLogger(__name__)
 # DC's (outer_loop, inner_loop) per ipc: the official code's get_loops table (the paper reports 1, 10, 50).
 DC_LOOPS = {1: (1, 1), 10: (10, 50), 20: (20, 25), 30: (30, 20), 40: (40, 15), 50: (50, 10)}
 IMAGE_MOMENTUM = 0.5  # SGD momentum on the images, both papers' code
+NET_DSA = "color_crop"  # IDC's augmentation of the real images its networks train on (its default less cutout; no flip)
 NET_MOMENTUM = 0.5  # SGD momentum of DC's inner-loop network training, official main.py
 SAVE_EVERY_S = 60.0  # seconds between two progress checkpoints (a save takes milliseconds)
 ZCA_FORMATION = ("{owner} cannot combine zca with formation > 1: ZCA whitening mixes every pixel with every other, "
@@ -89,9 +99,22 @@ def layer_distance(real: torch.Tensor, syn: torch.Tensor) -> torch.Tensor:
     return (1 - cosine).sum()
 
 
-def gradient_distance(real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor]) -> torch.Tensor:
-    """The DC matching loss: ``layer_distance`` summed over all parameter tensors."""
-    return torch.stack([layer_distance(r, s) for r, s in zip(real, syn)]).sum()
+GRADIENT_DISTANCES = ("cosine", "l1", "mse")
+NET_DATA = ("synthetic", "real")
+
+
+def gradient_distance(real: Sequence[torch.Tensor], syn: Sequence[torch.Tensor], distance: str = "cosine"
+                      ) -> torch.Tensor:
+    """The matching loss between two lists of parameter gradients.
+
+    ``"cosine"``: DC's, ``layer_distance`` summed over all parameter tensors. ``"l1"`` / ``"mse"``: IDC's, the
+    summed absolute / squared difference over the convolution kernels only (IDC's defaults leave biases,
+    norm scales and the linear classifier out: ``--bias False --fc False``).
+    """
+    if distance == "cosine":
+        return torch.stack([layer_distance(r, s) for r, s in zip(real, syn)]).sum()
+    power = 1 if distance == "l1" else 2
+    return torch.stack([(r - s).abs().pow(power).sum() for r, s in zip(real, syn) if r.dim() == 4]).sum()
 
 
 class ClassSampler:
@@ -102,7 +125,8 @@ class ClassSampler:
         # A tensor is normalised once and kept on the device; a store is read (and normalised) per draw.
         self.images = images if isinstance(images, ArrayStore) else normalizer(images)
         self.normalizer = normalizer
-        self.members = [torch.nonzero(labels == cls).flatten() for cls in range(num_classes)]  # on the CPU
+        self.labels = labels.cpu()
+        self.members = [torch.nonzero(self.labels == cls).flatten() for cls in range(num_classes)]
         self.generator = generator
 
     def sample(self, cls: int, count: int) -> torch.Tensor:
@@ -110,6 +134,11 @@ class ClassSampler:
         members = self.members[cls]
         # The permutation is drawn on the CPU so that CPU and GPU runs use the same stream.
         return self.take(members[torch.randperm(len(members), generator=self.generator)[:count]])
+
+    def sample_any(self, count: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """``count`` distinct random images of any class, normalized, and their class indices (CPU)."""
+        rows = torch.randperm(len(self.labels), generator=self.generator)[:count]
+        return self.take(rows), self.labels[rows]
 
     def take(self, rows: torch.Tensor) -> torch.Tensor:
         """The training images at ``rows`` (CPU indices), normalized, on the images' device."""
@@ -184,7 +213,7 @@ class _PixelMatching(DistillationMethod):
     runtime_params = ("device", "progress", "checkpoint_dir", "resume")
     supports_snapshots = True
     precision_: str = "fp32"  # the precision fit resolved (DM's ``precision``; DC always fp32)
-    formation: int = 1  # stored images hold formation**2 training images (DM's parameter; DC keeps 1)
+    formation: int = 1  # stored images hold formation**2 training images (a parameter of both DM and DC)
     ipc: int
     iterations: int
     lr_img: float
@@ -375,6 +404,17 @@ class GradientMatching(_PixelMatching):
     lr_img: SGD learning rate on the (normalised) images, momentum 0.5 (paper: 0.1).
     lr_net: SGD learning rate of the inner-loop network training, momentum 0.5 (paper: 0.01).
     batch_real: real images per class per matching (paper: 256); batch_train: inner-loop batch (256).
+    formation: multi-formation factor (devs.formation): each stored image holds ``formation**2`` training
+        images, matched decoded; 1 (the paper): off.
+    dsa: a DSA strategy (devs.dsa) drawn once per class and matching and applied to its real and synthetic
+        images alike (the DSA paper; IDC: ``"color_crop_cutout"``); ``None`` (the paper): no augmentation.
+    distance: ``"cosine"`` (the paper: 1 - cosine per output unit, every weight tensor) or IDC's ``"l1"`` /
+        ``"mse"`` (summed absolute / squared difference of the convolution kernels' gradients).
+    net_data: what the network trains on between matchings: ``"synthetic"`` (the paper: ``inner_loop``
+        epochs on the synthetic set, momentum 0.5) or ``"real"`` (IDC: ``inner_loop`` passes over
+        ``real_per_update`` random real images in batches of ``batch_train``, momentum 0.9, weight decay
+        5e-4, each image augmented by ``NET_DSA`` and half the batches by CutMix).
+    real_per_update: real images per network update with ``net_data="real"`` (IDC: 500).
     width, depth: the ConvNet (ConvNet-3, 128 filters, as in the paper).
     time_budget_s: stop after the iteration in which this many seconds (since ``fit`` began) are spent.
     zca: ``None`` (the default: per-channel normalization, as the paper) or the regularization of a ZCA
@@ -391,6 +431,8 @@ class GradientMatching(_PixelMatching):
     """
 
     name = "dc"
+    # IDC's options came after DC's files and checkpoints; at these values they stay out of their keys.
+    added_later = {"formation": 1, "dsa": None, "distance": "cosine", "net_data": "synthetic", "real_per_update": 500}
 
     def __init__(
         self,
@@ -403,6 +445,11 @@ class GradientMatching(_PixelMatching):
         lr_net: float = 0.01,
         batch_real: int = 256,
         batch_train: int = 256,
+        formation: int = 1,
+        dsa: str | None = None,
+        distance: str = "cosine",
+        net_data: str = "synthetic",
+        real_per_update: int = 500,
         width: int = 128,
         depth: int = 3,
         time_budget_s: float | None = None,
@@ -421,6 +468,11 @@ class GradientMatching(_PixelMatching):
         self.lr_net = lr_net
         self.batch_real = batch_real
         self.batch_train = batch_train
+        self.formation = formation
+        self.dsa = dsa
+        self.distance = distance
+        self.net_data = net_data
+        self.real_per_update = real_per_update
         self.width = width
         self.depth = depth
         self.time_budget_s = time_budget_s
@@ -439,6 +491,14 @@ class GradientMatching(_PixelMatching):
             check_number("GradientMatching", "outer_loop", self.outer_loop, integer=True, low=1)
         if self.inner_loop is not None:
             check_number("GradientMatching", "inner_loop", self.inner_loop, integer=True, low=0)
+        parse_strategy(self.dsa)
+        if self.distance not in GRADIENT_DISTANCES:
+            raise InvalidParameterError(f"Unknown distance {self.distance!r}. Valid: {', '.join(GRADIENT_DISTANCES)} "
+                                        "(cosine: DC's; l1, mse: IDC's).")
+        if self.net_data not in NET_DATA:
+            raise InvalidParameterError(f"Unknown net_data {self.net_data!r}. Valid: {', '.join(NET_DATA)} "
+                                        "(synthetic: DC's; real: IDC's).")
+        check_number("GradientMatching", "real_per_update", self.real_per_update, integer=True, low=1)
 
     def _loops(self) -> tuple[int, int]:
         outer, inner = dc_loops(self.ipc)
@@ -450,10 +510,10 @@ class GradientMatching(_PixelMatching):
         return {"resolved_outer_loop": outer, "resolved_inner_loop": inner}
 
     def _iteration(self, state: MatchingState, net: nn.Module, optimizer: torch.optim.Optimizer) -> torch.Tensor:
-        """``outer_loop`` matchings on one fresh net, training it on the synthetic set in between."""
+        """``outer_loop`` matchings on one fresh net, training it (on the synthetic set, or real images) in between."""
         outer, inner = self._loops()
         params = list(net.parameters())
-        net_optimizer = torch.optim.SGD(params, lr=self.lr_net, momentum=NET_MOMENTUM)
+        train_net = self._net_trainer(state, net)
         total = torch.zeros((), device=state.device)
         for step in range(outer):
             loss = torch.stack([self._class_loss(state, net, params, cls) for cls in range(state.num_classes)]).sum()
@@ -462,24 +522,41 @@ class GradientMatching(_PixelMatching):
             optimizer.step()
             total += loss.detach()
             if step < outer - 1:  # the official loop does not train the net after its last matching
-                self._train_net(state, net, net_optimizer, inner)
+                train_net(inner)
         return total / (state.num_classes * outer)
 
     def _class_loss(self, state: MatchingState, net: nn.Module, params: list[nn.Parameter], cls: int) -> torch.Tensor:
         """Distance between the weight gradients of one class's real batch and its synthetic images."""
         real = state.sampler.sample(cls, self.batch_real)
+        syn = decode(state.class_images(cls), self.formation)
+        groups = tuple(group for group in parse_strategy(self.dsa) if state.flip or group != "flip")
+        if groups:  # one draw for the class's real and synthetic images (drawn only with dsa: DC's path unchanged)
+            draw = sample_siamese(groups, state.generator, tuple(syn.shape[2:]))
+            real, syn = draw(real), draw(syn)
         real_target = torch.full((len(real),), cls, device=state.device)
         real_grads = [g.detach() for g in torch.autograd.grad(F.cross_entropy(net(real), real_target), params)]
-        syn = state.class_images(cls)
         syn_target = torch.full((len(syn),), cls, device=state.device)
         # create_graph: the distance must be differentiable w.r.t. the synthetic pixels.
         syn_grads = torch.autograd.grad(F.cross_entropy(net(syn), syn_target), params, create_graph=True)
-        return gradient_distance(real_grads, syn_grads)
+        return gradient_distance(real_grads, syn_grads, self.distance)
+
+    def _net_trainer(self, state: MatchingState, net: nn.Module) -> Callable[[int], None]:
+        """How this iteration trains its net between matchings: ``train(passes)``."""
+        params = list(net.parameters())
+        if self.net_data == "synthetic":
+            net_optimizer = torch.optim.SGD(params, lr=self.lr_net, momentum=NET_MOMENTUM)
+            return lambda epochs: self._train_net(state, net, net_optimizer, epochs)
+        net_optimizer = torch.optim.SGD(params, lr=self.lr_net, momentum=0.9, weight_decay=5e-4)  # IDC's train.py
+        recipe = TrainRecipe(batch_size=self.batch_train, dsa=NET_DSA, dsa_mode="composed",
+                             cutmix_prob=0.5)
+        augment = BatchAugmenter(recipe, int(torch.randint(2**31 - 1, (1,), generator=state.generator)), state.device)
+        return lambda passes: self._train_net_on_real(state, net, net_optimizer, augment, passes)
 
     def _train_net(self, state: MatchingState, net: nn.Module, net_optimizer: torch.optim.Optimizer,
                    epochs: int) -> None:
-        """``epochs`` shuffled passes over the (frozen) synthetic set with hard labels, no augmentation."""
-        images, labels = state.images.detach(), state.labels
+        """``epochs`` shuffled passes over the (frozen) synthetic set, decoded, with hard labels, no augmentation."""
+        images = decode(state.images.detach(), self.formation)
+        labels = state.labels.repeat_interleave(self.formation**2)  # decode's order: each image's tiles in turn
         size = len(images)
         batch = min(self.batch_train, size)
         for _ in range(epochs):
@@ -487,6 +564,20 @@ class GradientMatching(_PixelMatching):
             for begin in range(0, size, batch):
                 index = order[begin : begin + batch]
                 loss = F.cross_entropy(net(images[index]), labels[index])
+                net_optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                net_optimizer.step()
+
+    def _train_net_on_real(self, state: MatchingState, net: nn.Module, net_optimizer: torch.optim.Optimizer,
+                           augment: BatchAugmenter, passes: int) -> None:
+        """IDC's network update: per pass, ``real_per_update`` random real images in batches of ``batch_train``,
+        augmented by ``augment`` (per-image DSA, CutMix on half the batches), soft-target cross-entropy."""
+        for _ in range(passes):
+            images, labels = state.sampler.sample_any(self.real_per_update)
+            targets = F.one_hot(labels.to(state.device), state.num_classes).float()
+            for rows in torch.arange(len(images), device=state.device).split(self.batch_train):
+                batch, batch_targets = augment(images[rows], targets[rows])
+                loss = torch.sum(-batch_targets * F.log_softmax(net(batch), dim=1), dim=1).mean()
                 net_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 net_optimizer.step()
