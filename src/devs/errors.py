@@ -27,6 +27,13 @@ class InvalidParameterError(DevsError, ValueError):
     """A method or protocol parameter has a bad value."""
 
 
+def check_choice(name: str, value: object, choices: tuple[str, ...], note: str = "") -> None:
+    """An InvalidParameterError naming the valid ``choices`` (and ``note``, why they differ) unless ``value`` is one."""
+    if value not in choices:
+        raise InvalidParameterError(f"Unknown {name} {value!r}. Valid: {', '.join(choices)}"
+                                    + (f" ({note})." if note else "."))
+
+
 class DistilledFileError(DevsError):
     """A distilled-set file is missing, truncated, or not in the devs.distilled.v1 format."""
 

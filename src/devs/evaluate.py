@@ -22,7 +22,7 @@ from tqdm.auto import tqdm
 from .data import ImageDataset
 from .distributed import current_group
 from .dsa import DEFAULT_STRATEGY, parse_strategy
-from .errors import DevsError, InvalidParameterError
+from .errors import DevsError, InvalidParameterError, check_choice
 from .io import DistilledSet
 from .ledger import NetLedger, evaluation_key
 from .methods.base import Whitening, check_number
@@ -341,8 +341,7 @@ def evaluate(
     the one-by-one step up to float rounding); ``result.together`` says whether they did. ``progress_file``
     keeps each finished net there and takes the nets it already holds for this set and settings (devs.ledger).
     """
-    if labels not in LABEL_MODES:
-        raise InvalidParameterError(f"Unknown labels {labels!r}. Valid: {', '.join(LABEL_MODES)}.")
+    check_choice("labels", labels, LABEL_MODES)
     torch_device = resolve_device(device)
     spec, recipe, model = _resolve(protocol, runs, epochs, compile, model, dataset.flip, precision, torch_device)
     check_compatible(distilled, dataset)

@@ -15,7 +15,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, check_choice
 from .registry import Registry
 from .runtime import isolated_rng
 
@@ -94,10 +94,8 @@ class ConvNet(nn.Module):
         bottleneck: int | None = None,
     ) -> None:
         super().__init__()
-        if norm not in NORMS:
-            raise InvalidParameterError(f"Unknown norm {norm!r}. Valid: {', '.join(NORMS)}.")
-        if pooling not in POOLINGS:
-            raise InvalidParameterError(f"Unknown pooling {pooling!r}. Valid: {', '.join(POOLINGS)}.")
+        check_choice("norm", norm, NORMS)
+        check_choice("pooling", pooling, POOLINGS)
         if depth < 1 or width < 1:
             raise InvalidParameterError(f"ConvNet depth and width must be >= 1. Got depth={depth}, width={width}.")
         if not 0.0 <= dropout < 1.0:
@@ -202,8 +200,7 @@ class AlexNet(_Classifier):
         super().__init__()
         _check_dropout(dropout)
         _check_width("AlexNet", width)
-        if norm not in NORMS:
-            raise InvalidParameterError(f"Unknown norm {norm!r}. Valid: {', '.join(NORMS)}.")
+        check_choice("norm", norm, NORMS)
         wide, narrow = 2 * width, width * 3 // 2
         layers: list[nn.Module] = []
         for cin, cout, kernel, pool in [(in_channels, width, 5, True), (width, narrow, 5, True),
@@ -236,8 +233,7 @@ class VGG11(_Classifier):
         super().__init__()
         _check_dropout(dropout)
         _check_width("VGG11", width)
-        if norm not in NORMS:
-            raise InvalidParameterError(f"Unknown norm {norm!r}. Valid: {', '.join(NORMS)}.")
+        check_choice("norm", norm, NORMS)
         layers: list[nn.Module] = []
         channels = in_channels
         for stage in VGG11_STAGES:
@@ -288,8 +284,7 @@ class ResNet18(_Classifier):
         super().__init__()
         _check_dropout(dropout)
         _check_width("ResNet18", width)
-        if norm not in NORMS:
-            raise InvalidParameterError(f"Unknown norm {norm!r}. Valid: {', '.join(NORMS)}.")
+        check_choice("norm", norm, NORMS)
         layers: list[nn.Module] = [nn.Conv2d(in_channels, width, kernel_size=3, padding=1, bias=False),
                                    _norm_layer(norm, width), nn.ReLU(inplace=True)]
         planes_in = width

@@ -25,7 +25,7 @@ from tqdm.auto import tqdm
 from .augment import cutmix, mixup, random_flip, random_shift
 from .distributed import Group
 from .dsa import parse_strategy, sample_composed, sample_per_image
-from .errors import InvalidParameterError
+from .errors import InvalidParameterError, check_choice
 from .models import set_row_shard
 from .runtime import has_fast_bf16, isolated_rng, make_generator
 from .store import ArrayStore
@@ -68,11 +68,9 @@ class TrainRecipe:
             raise InvalidParameterError(f"The 'batch_size' parameter must be an int in the range [1, inf). Got {self.batch_size} instead.")
         if self.lr <= 0:
             raise InvalidParameterError(f"The 'lr' parameter must be > 0. Got {self.lr} instead.")
-        if self.precision not in PRECISIONS:
-            raise InvalidParameterError(f"Unknown precision {self.precision!r}. Valid: {', '.join(PRECISIONS)}.")
+        check_choice("precision", self.precision, PRECISIONS)
         parse_strategy(self.dsa)
-        if self.dsa_mode not in DSA_MODES:
-            raise InvalidParameterError(f"Unknown dsa_mode {self.dsa_mode!r}. Valid: {', '.join(DSA_MODES)}.")
+        check_choice("dsa_mode", self.dsa_mode, DSA_MODES)
         if not 0 <= self.cutmix_prob <= 1 or self.cutmix_beta <= 0:
             raise InvalidParameterError(f"cutmix_prob must be in [0, 1] and cutmix_beta > 0; got {self.cutmix_prob} "
                                         f"and {self.cutmix_beta}.")
@@ -98,8 +96,7 @@ class Normalizer:
 def resolve_precision(precision: str, device: torch.device, pays_on_cpu: bool = True) -> str:
     """``precision`` itself, or for "auto" "bf16" where ``device`` computes bfloat16 in hardware, else "fp32".
     ``pays_on_cpu=False``: a workload that bf16 slows down even on such a CPU stays fp32 there under "auto"."""
-    if precision not in PRECISION_CHOICES:
-        raise InvalidParameterError(f"Unknown precision {precision!r}. Valid: {', '.join(PRECISION_CHOICES)}.")
+    check_choice("precision", precision, PRECISION_CHOICES)
     if precision == "auto":
         fast = has_fast_bf16(device) and (pays_on_cpu or device.type != "cpu")
         return "bf16" if fast else "fp32"

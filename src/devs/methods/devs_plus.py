@@ -40,7 +40,7 @@ from torch import nn
 
 from ..cluster import cluster_means, nearest_rows
 from ..distributed import Group
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, check_choice
 from ..formation import check_factor, downsample, encode, pack_labels
 from ..io import DistilledSet
 from .base import as_training_data, check_number, register_method
@@ -127,14 +127,9 @@ class DEvSPlus(DEvS):
         check_number("devs+", "temperature", self.temperature, integer=False, low=1e-3)
         check_number("devs+", "finetune_iterations", self.finetune_iterations, integer=True, low=0)
         check_number("devs+", "finetune_lr", self.finetune_lr, integer=False, low=1e-9)
-        if self.finetune_loss not in DM_LOSSES:
-            raise InvalidParameterError(f"Unknown finetune_loss {self.finetune_loss!r}. Valid: {', '.join(DM_LOSSES)}.")
-        if self.finetune_real_batches not in REAL_BATCHES:
-            raise InvalidParameterError(f"Unknown finetune_real_batches {self.finetune_real_batches!r}. "
-                                        f"Valid: {', '.join(REAL_BATCHES)}.")
-        if self.finetune_match not in FINETUNE_MATCHES:
-            raise InvalidParameterError(f"Unknown finetune_match {self.finetune_match!r}. Valid: "
-                                        f"{', '.join(FINETUNE_MATCHES)} (distribution: DM; gradient: IDC's matching).")
+        check_choice("finetune_loss", self.finetune_loss, DM_LOSSES)
+        check_choice("finetune_real_batches", self.finetune_real_batches, REAL_BATCHES)
+        check_choice("finetune_match", self.finetune_match, FINETUNE_MATCHES, "distribution: DM; gradient: IDC's matching")
         dm_only = {"finetune_loss": "mean", "finetune_real_batches": "random", "trained_embedding": 0.0}
         changed = [name for name, default in dm_only.items() if getattr(self, name) != default]
         if self.finetune_match == "gradient" and changed:

@@ -35,7 +35,7 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..dsa import DEFAULT_STRATEGY, augment_groups, parse_strategy, sample_siamese
-from ..errors import InvalidParameterError
+from ..errors import InvalidParameterError, check_choice
 from ..formation import check_factor, decode, downsample, encode
 from ..io import DistilledSet
 from ..models import build_model
@@ -492,12 +492,8 @@ class GradientMatching(_PixelMatching):
         if self.inner_loop is not None:
             check_number("GradientMatching", "inner_loop", self.inner_loop, integer=True, low=0)
         parse_strategy(self.dsa)
-        if self.distance not in GRADIENT_DISTANCES:
-            raise InvalidParameterError(f"Unknown distance {self.distance!r}. Valid: {', '.join(GRADIENT_DISTANCES)} "
-                                        "(cosine: DC's; l1, mse: IDC's).")
-        if self.net_data not in NET_DATA:
-            raise InvalidParameterError(f"Unknown net_data {self.net_data!r}. Valid: {', '.join(NET_DATA)} "
-                                        "(synthetic: DC's; real: IDC's).")
+        check_choice("distance", self.distance, GRADIENT_DISTANCES, "cosine: DC's; l1, mse: IDC's")
+        check_choice("net_data", self.net_data, NET_DATA, "synthetic: DC's; real: IDC's")
         check_number("GradientMatching", "real_per_update", self.real_per_update, integer=True, low=1)
 
     def _loops(self) -> tuple[int, int]:
@@ -673,12 +669,9 @@ class DistributionMatching(_PixelMatching):
         super()._validate()
         parse_strategy(self.dsa)
         resolve_precision(self.precision, torch.device("cpu"))  # an unknown name fails here
-        if self.loss not in DM_LOSSES:
-            raise InvalidParameterError(f"Unknown DM loss {self.loss!r}. Valid: {', '.join(DM_LOSSES)} (mean: the "
-                                        "paper's; mmd: every moment, after M3D).")
-        if self.real_batches not in REAL_BATCHES:
-            raise InvalidParameterError(f"Unknown real_batches {self.real_batches!r}. Valid: {', '.join(REAL_BATCHES)} "
-                                        "(random: the paper's; representative: k-means representatives, after DREAM).")
+        check_choice("DM loss", self.loss, DM_LOSSES, "mean: the paper's; mmd: every moment, after M3D")
+        check_choice("real_batches", self.real_batches, REAL_BATCHES,
+                     "random: the paper's; representative: k-means representatives, after DREAM")
         check_number("dm", "representative_every", self.representative_every, integer=True, low=1)
 
     def _initial_state(self, data: TrainingData, normalizer: InputTransform, device: torch.device) -> MatchingState:
