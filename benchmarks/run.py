@@ -972,7 +972,7 @@ def exp_idc_step(run: Run) -> None:
     multi-formation started from devs+"): devs+ balanced with finetune_match=gradient (IDC_STEP: a fresh net per
     100 matchings, trained on 500 real images between two, L1 distance on its kernels, DSA color_crop_cutout)
     instead of DM. On the 2-core CPU: 1 per class, formation=4, seed 0, the validation split, one network (100
-    matchings, about half an hour alone here against about 6 minutes for the DM step's 300 iterations) at two
+    matchings, about 6.5 minutes alone here, about what the DM step's 300 iterations take) at two
     image rates: IDC's own (5e-3 x ipc / 10 on [0, 1] pixels: 0.008 in normalised units) and ten times it; the
     DM step's set is the formation-factor experiment's f4 seed-0 row (same extractor and stages: copy that
     experiment's stages/ into this work folder). On a GPU: 10 per class, formation=2, the validation split,

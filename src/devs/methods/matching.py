@@ -214,6 +214,7 @@ class _PixelMatching(DistillationMethod):
     supports_snapshots = True
     precision_: str = "fp32"  # the precision fit resolved (DM's ``precision``; DC always fp32)
     formation: int = 1  # stored images hold formation**2 training images (a parameter of both DM and DC)
+    dsa: str | None  # the matching's DSA strategy (DM: the paper's; DC: none unless set)
     ipc: int
     iterations: int
     lr_img: float
@@ -377,6 +378,10 @@ class _PixelMatching(DistillationMethod):
                           norm="instance", seed=seed)
         return net.to(state.device).train()
 
+    def _augmentation_groups(self, state: MatchingState) -> tuple[str, ...]:
+        """The DSA groups the matching draws from (``dsa``), less flips where the data must not be flipped."""
+        return tuple(group for group in parse_strategy(self.dsa) if state.flip or group != "flip")
+
     def _budget_spent(self, start: float, device: torch.device) -> bool:
         return self.time_budget_s is not None and self._elapsed(start, device) >= self.time_budget_s
 
@@ -510,9 +515,11 @@ class GradientMatching(_PixelMatching):
         outer, inner = self._loops()
         params = list(net.parameters())
         train_net = self._net_trainer(state, net)
+        groups = self._augmentation_groups(state)
         total = torch.zeros((), device=state.device)
         for step in range(outer):
-            loss = torch.stack([self._class_loss(state, net, params, cls) for cls in range(state.num_classes)]).sum()
+            loss = torch.stack([self._class_loss(state, net, params, cls, groups)
+                                for cls in range(state.num_classes)]).sum()
             optimizer.zero_grad(set_to_none=True)
             loss.backward(inputs=[state.images])  # only the pixels need a gradient here
             optimizer.step()
@@ -521,11 +528,12 @@ class GradientMatching(_PixelMatching):
                 train_net(inner)
         return total / (state.num_classes * outer)
 
-    def _class_loss(self, state: MatchingState, net: nn.Module, params: list[nn.Parameter], cls: int) -> torch.Tensor:
-        """Distance between the weight gradients of one class's real batch and its synthetic images."""
+    def _class_loss(self, state: MatchingState, net: nn.Module, params: list[nn.Parameter], cls: int,
+                    groups: tuple[str, ...]) -> torch.Tensor:
+        """Distance between the weight gradients of one class's real batch and its synthetic images, both
+        augmented by one draw from ``groups`` (none: no augmentation)."""
         real = state.sampler.sample(cls, self.batch_real)
         syn = decode(state.class_images(cls), self.formation)
-        groups = tuple(group for group in parse_strategy(self.dsa) if state.flip or group != "flip")
         if groups:  # one draw for the class's real and synthetic images (drawn only with dsa: DC's path unchanged)
             draw = sample_siamese(groups, state.generator, tuple(syn.shape[2:]))
             real, syn = draw(real), draw(syn)
@@ -567,13 +575,13 @@ class GradientMatching(_PixelMatching):
     def _train_net_on_real(self, state: MatchingState, net: nn.Module, net_optimizer: torch.optim.Optimizer,
                            augment: BatchAugmenter, passes: int) -> None:
         """IDC's network update: per pass, ``real_per_update`` random real images in batches of ``batch_train``,
-        augmented by ``augment`` (per-image DSA, CutMix on half the batches), soft-target cross-entropy."""
+        augmented by ``augment`` (per-image DSA, CutMix on half the batches)."""
         for _ in range(passes):
             images, labels = state.sampler.sample_any(self.real_per_update)
             targets = F.one_hot(labels.to(state.device), state.num_classes).float()
             for rows in torch.arange(len(images), device=state.device).split(self.batch_train):
                 batch, batch_targets = augment(images[rows], targets[rows])
-                loss = torch.sum(-batch_targets * F.log_softmax(net(batch), dim=1), dim=1).mean()
+                loss = F.cross_entropy(net(batch), batch_targets)  # probability targets (CutMix mixes them)
                 net_optimizer.zero_grad(set_to_none=True)
                 loss.backward()
                 net_optimizer.step()
@@ -700,7 +708,7 @@ class DistributionMatching(_PixelMatching):
         gives, with fewer and larger kernel launches.
         """
         net.requires_grad_(False)  # the net is a fixed random embedding; only the pixels learn
-        groups = tuple(group for group in parse_strategy(self.dsa) if state.flip or group != "flip")
+        groups = self._augmentation_groups(state)
         image_size = tuple(state.images.shape[2:])
         reals, draws = [], []
         for cls in range(state.num_classes):  # the official loop's order of draws: real batch, then augmentation
