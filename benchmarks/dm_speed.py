@@ -21,7 +21,7 @@ import torch
 
 import devs
 from devs.data import ImageDataset, ImageSplit
-from devs.methods.matching import DistributionMatching
+from devs.methods.distribution_matching import DistributionMatching
 from devs.runtime import cpu_description
 
 

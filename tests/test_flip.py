@@ -9,7 +9,7 @@ import pytest
 
 import devs
 import devs.methods.extractor as extractor_module
-import devs.methods.matching as matching_module
+import devs.methods.distribution_matching as matching_module
 from devs.cli import main
 from devs.data import holdout_split
 

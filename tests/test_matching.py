@@ -15,7 +15,7 @@ from devs.errors import InvalidParameterError
 from devs.formation import decode
 from devs.methods import DistributionMatching, GradientMatching, get_method, list_methods
 from devs.methods.base import as_training_data
-from devs.methods.matching import dc_loops, gradient_distance, layer_distance
+from devs.methods.gradient_matching import dc_loops, gradient_distance, layer_distance
 from devs.train import Normalizer
 
 # Small nets and real batches keep every fit well under a second per iteration on one CPU core.
@@ -332,7 +332,7 @@ def test_a_progress_file_with_wrong_tensors_is_ignored(digits, tmp_path, caplog)
 
 
 def test_mmd_loss_tends_to_dms_mean_loss_for_wide_kernels(monkeypatch):
-    import devs.methods.matching as matching
+    import devs.methods.distribution_matching as matching
 
     generator = torch.Generator().manual_seed(0)
     # float64: with near-linear kernels the MMD is a difference of nearly equal sums
@@ -344,7 +344,7 @@ def test_mmd_loss_tends_to_dms_mean_loss_for_wide_kernels(monkeypatch):
 
 
 def test_mmd_loss_sees_the_spread_the_mean_loss_misses():
-    from devs.methods.matching import mmd_loss
+    from devs.methods.distribution_matching import mmd_loss
 
     real = torch.randn(256, 4, generator=torch.Generator().manual_seed(1))
     centre = real.mean(0)

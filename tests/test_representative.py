@@ -59,7 +59,7 @@ def test_dm_matches_representatives_and_resumes_exactly(digits, tmp_path, monkey
 
 
 def test_devs_plus_picks_representatives_with_its_first_extractor(digits, monkeypatch):
-    module = importlib.import_module("devs.methods.matching")
+    module = importlib.import_module("devs.methods.distribution_matching")
     nets = []
     real_embed = module.embed_training_set
     monkeypatch.setattr(module, "embed_training_set", lambda net, *rest: nets.append(net) or real_embed(net, *rest))

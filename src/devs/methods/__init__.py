@@ -1,11 +1,12 @@
 """Distillation methods; importing this package registers them all."""
 
-from . import coresets, devs, devs_plus, matching  # noqa: F401  (registration side effect)
+from . import coresets, devs, devs_plus, distribution_matching, gradient_matching  # noqa: F401  (registration side effect)
 from .base import METHODS, DistillationMethod, get_method, list_methods, register_method
 from .coresets import Forgetting, Herding, KCenter, RandomSubset
 from .devs import DEvS
 from .devs_plus import DEvSPlus
-from .matching import DistributionMatching, GradientMatching
+from .distribution_matching import DistributionMatching
+from .gradient_matching import GradientMatching
 
 __all__ = [
     "METHODS",

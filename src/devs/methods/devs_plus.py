@@ -45,7 +45,9 @@ from ..formation import check_factor, downsample, encode, pack_labels
 from ..io import DistilledSet
 from .base import as_training_data, check_number, register_method
 from .devs import DEvS, StageContext
-from .matching import DM_LOSSES, REAL_BATCHES, ZCA_FORMATION, DistributionMatching, GradientMatching
+from .distribution_matching import DM_LOSSES, REAL_BATCHES, DistributionMatching
+from .gradient_matching import GradientMatching
+from .matching import ZCA_FORMATION
 
 PLUS_PARAMS = ("label_mix", "temperature", "anchor", "finetune_iterations", "finetune_lr", "finetune_loss",
                "finetune_real_batches", "finetune_match", "formation", "trained_embedding", "trained_ce",
